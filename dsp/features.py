@@ -1,0 +1,185 @@
+"""The one definition of emotiond's acoustic features.
+
+Training, conversion, offline classification and the live daemon all call this
+module, so a model never sees features computed in a way the daemon does not
+reproduce. Frames are 25 ms long every 10 ms, with no centring or padding:
+frame ``t`` covers samples ``[t * hop, t * hop + frame_length)``. That choice
+makes streaming exact: a frame is computed as soon as its last sample arrives,
+and feeding the same audio in any chunk size yields the same frames.
+
+librosa is deliberately not imported here: its first feature call compiles
+numba kernels for ~25 s and keeps ~300 MB resident, which a Raspberry Pi
+daemon cannot afford. The Slaney mel filter bank below is a few lines of
+numpy; ``tests/test_features.py`` checks it against ``librosa.filters.mel``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Parameters that a model's sidecar must match exactly."""
+
+    sample_rate: int = SAMPLE_RATE
+    frame_length: int = 400  # 25 ms
+    hop_length: int = 160  # 10 ms
+    n_fft: int = 512
+    n_mels: int = 40
+    fmin: float = 50.0
+    fmax: float = 7_600.0
+    log_floor: float = 1e-6
+    kind: str = "log_mel"
+    window: str = "hann"
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FEATURES = FeatureConfig()
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's default)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mels = hz / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-9) / min_log_hz) / logstep, mels)
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+
+
+def mel_filterbank(cfg: FeatureConfig = FEATURES) -> np.ndarray:
+    """Slaney-normalised triangular filters, shape ``(n_bins, n_mels)``."""
+    fft_freqs = np.linspace(0.0, cfg.sample_rate / 2, cfg.n_bins)
+    mel_points = np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2)
+    hz_points = _mel_to_hz(mel_points)
+    fdiff = np.diff(hz_points)
+    ramps = hz_points[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]
+    return np.ascontiguousarray(weights.T)
+
+
+def analysis_window(cfg: FeatureConfig = FEATURES) -> np.ndarray:
+    """Periodic Hann window of ``frame_length`` samples (scipy.signal.get_window('hann'))."""
+    n = np.arange(cfg.frame_length)
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.frame_length)
+
+
+def frame_count(n_samples: int, cfg: FeatureConfig = FEATURES) -> int:
+    if n_samples < cfg.frame_length:
+        return 0
+    return 1 + (n_samples - cfg.frame_length) // cfg.hop_length
+
+
+def frame_signal(signal: np.ndarray, cfg: FeatureConfig = FEATURES) -> np.ndarray:
+    """All complete frames of ``signal`` as a read-only strided view ``(n_frames, frame_length)``."""
+    n = frame_count(len(signal), cfg)
+    if n == 0:
+        return np.zeros((0, cfg.frame_length), dtype=np.float64)
+    return np.lib.stride_tricks.sliding_window_view(signal, cfg.frame_length)[:: cfg.hop_length][:n]
+
+
+class Spectrum:
+    """Frames → power spectra → log-mel, with the constant tables built once."""
+
+    def __init__(self, cfg: FeatureConfig = FEATURES) -> None:
+        self.cfg = cfg
+        self.window = analysis_window(cfg)
+        self.mel_basis = mel_filterbank(cfg)
+
+    def power(self, frames: np.ndarray) -> np.ndarray:
+        """Power spectrum ``|rfft(frame * window)|**2``, shape ``(n_frames, n_bins)``."""
+        spec = np.fft.rfft(frames * self.window, n=self.cfg.n_fft, axis=-1)
+        return spec.real**2 + spec.imag**2
+
+    def log_mel(self, power: np.ndarray) -> np.ndarray:
+        """Natural-log mel energies, float32 ``(n_frames, n_mels)``.
+
+        Each frame is reduced on its own (a matrix-vector product per row) so
+        that the result does not depend on how many frames are batched: BLAS
+        may block a matrix product differently for different batch sizes.
+        """
+        out = np.empty((power.shape[0], self.cfg.n_mels), dtype=np.float32)
+        for i in range(power.shape[0]):
+            out[i] = np.log(self.mel_basis.T @ power[i] + self.cfg.log_floor)
+        return out
+
+
+def offline_log_mel(signal: np.ndarray, cfg: FeatureConfig = FEATURES) -> np.ndarray:
+    """Log-mel frames of a whole 16 kHz mono signal (no VAD, no denoising)."""
+    spectrum = Spectrum(cfg)
+    return spectrum.log_mel(spectrum.power(frame_signal(np.asarray(signal, np.float64), cfg)))
+
+
+class StreamingFramer:
+    """Turns audio chunks of any size into complete analysis frames.
+
+    Keeps only the ``frame_length - hop_length`` samples of overlap between
+    calls, so memory is constant however long the stream runs.
+    """
+
+    def __init__(self, cfg: FeatureConfig = FEATURES) -> None:
+        self.cfg = cfg
+        self._tail = np.zeros(0, dtype=np.float64)
+        self.frames_emitted = 0
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        buf = np.concatenate([self._tail, np.asarray(chunk, dtype=np.float64)])
+        frames = frame_signal(buf, self.cfg)
+        n = frames.shape[0]
+        self._tail = buf[n * self.cfg.hop_length :].copy()
+        self.frames_emitted += n
+        return np.array(frames)  # copy: the view would pin ``buf``
+
+    def reset(self) -> None:
+        self._tail = np.zeros(0, dtype=np.float64)
+        self.frames_emitted = 0
+
+
+def normalise_window(window: np.ndarray) -> np.ndarray:
+    """Subtract each mel band's mean over the window.
+
+    A microphone's gain and a room's colouration are (nearly) constant offsets
+    per band in the log domain, so removing the per-band mean cancels them;
+    on the training corpora this alone absorbed the 23 dB spread of speech
+    levels (see shared/data/README.md).
+    """
+    return (window - window.mean(axis=0, keepdims=True)).astype(np.float32)
+
+
+def fit_window(frames: np.ndarray, window_frames: int) -> np.ndarray:
+    """Normalise a run of speech frames and make it exactly ``window_frames`` long.
+
+    Longer runs keep their most recent frames. Shorter ones are normalised on
+    the frames they have and padded with zeros, i.e. with each band's mean, so
+    padding adds no energy pattern of its own.
+    """
+    frames = frames[-window_frames:]
+    out = np.zeros((window_frames, frames.shape[1]), dtype=np.float32)
+    if frames.shape[0]:
+        out[: frames.shape[0]] = normalise_window(frames)
+    return out

@@ -1,0 +1,159 @@
+"""Voice activity detection: webrtcvad frames turned into whole utterances.
+
+webrtcvad judges each 10/20/30 ms frame on its own and flickers inside words.
+The segmenter below adds the usual two rings (as in py-webrtcvad's example):
+speech starts once most of the last ``start_ms`` is voiced, and ends once most
+of the last ``hangover_ms`` is unvoiced, so one utterance is one segment.
+
+Output is a timeline of *decided* sample ranges. A range is decided only when
+no later audio can change its label, which is what lets the feature stage
+label frames without ever revising them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+
+from .features import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class VadParams:
+    frame_ms: int = 30
+    aggressiveness: int = 2
+    start_ms: int = 150
+    start_ratio: float = 0.6
+    hangover_ms: int = 450
+    end_ratio: float = 0.9
+    end_padding_ms: int = 150
+    max_segment_s: float = 12.0
+    min_rms_dbfs: float = -60.0
+    warmup_ms: int = 300
+
+
+@dataclass(frozen=True)
+class Span:
+    """A decided stretch of the timeline, in samples from the stream start."""
+
+    start: int
+    end: int
+    speech: bool
+    segment: int = -1  # utterance number for speech spans, counted from 0
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] as little-endian 16-bit PCM, as webrtcvad wants."""
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+class VoiceActivitySegmenter:
+    """Streaming VAD with speech-start and hangover rings.
+
+    ``push`` takes float samples of any chunk size and returns the spans it
+    could decide, in order and contiguous; ``flush`` decides the rest at the
+    end of the input.
+    """
+
+    def __init__(self, params: VadParams = VadParams(), sample_rate: int = SAMPLE_RATE) -> None:
+        if params.frame_ms not in (10, 20, 30):
+            raise ValueError(f"vad.frame_ms must be 10, 20 or 30, not {params.frame_ms}")
+        if not 0 <= params.aggressiveness <= 3:
+            raise ValueError(f"vad.aggressiveness must be 0..3, not {params.aggressiveness}")
+        self.params = params
+        self.sample_rate = sample_rate
+        self.frame_len = sample_rate * params.frame_ms // 1000
+        self._vad = webrtcvad.Vad(params.aggressiveness)
+        self._start_n = max(1, params.start_ms // params.frame_ms)
+        self._end_n = max(1, params.hangover_ms // params.frame_ms)
+        self._pad = params.end_padding_ms * sample_rate // 1000
+        self._max_len = int(params.max_segment_s * sample_rate)
+        self._min_ms = (10 ** (params.min_rms_dbfs / 20)) ** 2
+        self._pending = np.zeros(0, dtype=np.float64)
+        self._frames_seen = 0
+        self._ring: deque[bool] = deque(maxlen=self._start_n)
+        self._triggered = False
+        self._decided = 0
+        self._segment_start = 0
+        self._last_voiced_end = 0
+        self._segment_id = -1
+        self._warmup_frames = params.warmup_ms // params.frame_ms
+
+    @property
+    def in_speech(self) -> bool:
+        return self._triggered
+
+    @property
+    def decided_until(self) -> int:
+        return self._decided
+
+    def _is_speech(self, frame: np.ndarray) -> bool:
+        # webrtcvad's noise model starts from scratch and calls the first few
+        # frames of any stream speech, so it runs through a warm-up whose
+        # verdicts are ignored. An energy floor keeps digital silence and
+        # far-off hum out of the model.
+        voiced = self._vad.is_speech(pcm16(frame), self.sample_rate)
+        if self._frames_seen < self._warmup_frames:
+            return False
+        return voiced and float(np.mean(frame * frame)) >= self._min_ms
+
+    def push(self, chunk: np.ndarray) -> list[Span]:
+        self._pending = np.concatenate([self._pending, np.asarray(chunk, dtype=np.float64)])
+        spans: list[Span] = []
+        n = len(self._pending) // self.frame_len
+        for i in range(n):
+            frame = self._pending[i * self.frame_len : (i + 1) * self.frame_len]
+            self._step(self._is_speech(frame), spans)
+        self._pending = self._pending[n * self.frame_len :].copy()
+        return spans
+
+    def _emit(self, spans: list[Span], until: int, speech: bool) -> None:
+        if until > self._decided:
+            spans.append(Span(self._decided, until, speech, self._segment_id if speech else -1))
+            self._decided = until
+
+    def _step(self, voiced: bool, spans: list[Span]) -> None:
+        fl = self.frame_len
+        frame_start = self._frames_seen * fl
+        self._frames_seen += 1
+        frame_end = frame_start + fl
+        self._ring.append(voiced)
+        if not self._triggered:
+            ring_start = frame_end - len(self._ring) * fl
+            if len(self._ring) == self._start_n and sum(self._ring) >= self.params.start_ratio * self._start_n:
+                self._emit(spans, ring_start, speech=False)
+                self._triggered = True
+                self._segment_id += 1
+                self._segment_start = ring_start
+                self._last_voiced_end = frame_end
+                self._ring = deque(self._ring, maxlen=self._end_n)
+            else:
+                self._emit(spans, ring_start, speech=False)
+            return
+        if voiced:
+            self._last_voiced_end = frame_end
+        unvoiced = len(self._ring) - sum(self._ring)
+        ring_start = frame_end - len(self._ring) * fl
+        too_long = frame_end - self._segment_start >= self._max_len
+        if (len(self._ring) == self._end_n and unvoiced >= self.params.end_ratio * self._end_n) or too_long:
+            end = frame_end if too_long else min(frame_end, self._last_voiced_end + self._pad)
+            self._emit(spans, end, speech=True)
+            self._emit(spans, frame_end, speech=False)
+            self._triggered = False
+            self._ring = deque(maxlen=self._start_n)
+        else:
+            self._emit(spans, max(ring_start, self._decided), speech=True)
+
+    def flush(self) -> list[Span]:
+        """Decide everything pushed so far, at the end of the input; push nothing after."""
+        spans: list[Span] = []
+        total = self._frames_seen * self.frame_len + len(self._pending)
+        if self._triggered:
+            end = min(total, self._last_voiced_end + self._pad)
+            self._emit(spans, end, speech=True)
+            self._triggered = False
+        self._emit(spans, total, speech=False)
+        return spans

@@ -1,0 +1,163 @@
+"""The model runtime: an int8 TFLite classifier and its JSON sidecar.
+
+The daemon must start in well under two seconds and stay small, so it loads
+the LiteRT interpreter (``ai-edge-litert``), falls back to ``tflite-runtime``
+and only as a last resort to ``tensorflow.lite`` (seconds to import, ~680 MB).
+
+A model travels as ``NAME.tflite`` plus ``NAME.json``. The sidecar states the
+feature parameters the model was trained on; a model whose parameters differ
+from ``dsp.features.FEATURES`` is refused, because it would silently see
+features unlike its training data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..dsp.features import FEATURES, FeatureConfig
+
+SIDECAR_SCHEMA = 1
+DEFAULT_MODEL = Path(__file__).resolve().parent / "emotion_int8.tflite"
+_RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+
+
+class ModelError(Exception):
+    """A model or sidecar that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the sidecar promises about a model."""
+
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    features: dict[str, Any]
+    window_frames: int
+    normalisation: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path) -> ModelInfo:
+        try:
+            return cls(
+                name=str(data["name"]),
+                version=str(data["version"]),
+                labels=tuple(str(x) for x in data["labels"]),
+                features=dict(data["features"]),
+                window_frames=int(data["window_frames"]),
+                normalisation=str(data["normalisation"]),
+                extra={k: v for k, v in data.items() if k not in _SIDECAR_KEYS},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: sidecar is missing or has a bad field: {exc}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SIDECAR_SCHEMA,
+            "name": self.name,
+            "version": self.version,
+            "labels": list(self.labels),
+            "features": self.features,
+            "window_frames": self.window_frames,
+            "normalisation": self.normalisation,
+            **self.extra,
+        }
+
+
+_SIDECAR_KEYS = {"schema", "name", "version", "labels", "features", "window_frames", "normalisation"}
+NORMALISATION = "per_window_band_mean"
+
+
+def sidecar_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+def load_info(model_path: Path, cfg: FeatureConfig = FEATURES) -> ModelInfo:
+    """Read and check a model's sidecar against the feature definition in ``dsp``."""
+    side = sidecar_path(model_path)
+    try:
+        data = json.loads(side.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{side}: sidecar not found next to model {model_path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{side}: unreadable sidecar: {exc}") from None
+    info = ModelInfo.from_json(data, side)
+    ours = cfg.to_dict()
+    diff = {k: (info.features.get(k), v) for k, v in ours.items() if info.features.get(k) != v}
+    if diff:
+        shown = ", ".join(f"{k}={a!r} (dsp has {b!r})" for k, (a, b) in sorted(diff.items()))
+        raise ModelError(f"{model_path}: feature parameters do not match this emotiond: {shown}")
+    if info.normalisation != NORMALISATION:
+        raise ModelError(f"{model_path}: normalisation {info.normalisation!r} is not {NORMALISATION!r}")
+    return info
+
+
+def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
+    """The first TFLite ``Interpreter`` that imports, and the module it came from."""
+    names = (preferred,) if preferred else _RUNTIMES
+    errors = []
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+            return module.Interpreter, name
+        except Exception as exc:  # a runtime built for another numpy raises anything
+            errors.append(f"{name}: {exc}")
+    raise ModelError("no TFLite runtime could be imported (" + "; ".join(errors) + ")")
+
+
+class EmotionModel:
+    """Runs normalised feature windows through the TFLite model, one per call."""
+
+    def __init__(self, model_path: Path = DEFAULT_MODEL, num_threads: int = 1, runtime: str | None = None) -> None:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ModelError(f"{model_path}: model file not found")
+        self.path = model_path
+        self.info = load_info(model_path)
+        interpreter_cls, self.runtime = load_interpreter_class(runtime)
+        try:
+            self._interp = interpreter_cls(model_path=str(model_path), num_threads=num_threads)
+            self._interp.allocate_tensors()
+        except Exception as exc:
+            raise ModelError(f"{model_path}: the TFLite runtime {self.runtime} rejected it: {exc}") from None
+        inp = self._interp.get_input_details()[0]
+        out = self._interp.get_output_details()[0]
+        self._in_index, self._out_index = inp["index"], out["index"]
+        self._in_dtype = inp["dtype"]
+        self._in_scale, self._in_zero = inp["quantization"]
+        self._out_scale, self._out_zero = out["quantization"]
+        self._out_dtype = out["dtype"]
+        self.input_shape = tuple(int(d) for d in inp["shape"])
+        expected = (1, self.info.window_frames, int(self.info.features["n_mels"]))
+        if self.input_shape != expected:
+            raise ModelError(f"{model_path}: input shape {self.input_shape} != sidecar's {expected}")
+        if int(out["shape"][-1]) != len(self.info.labels):
+            raise ModelError(f"{model_path}: {out['shape'][-1]} outputs but {len(self.info.labels)} labels")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.info.labels
+
+    def predict(self, window: np.ndarray) -> np.ndarray:
+        """Class probabilities (float32, sums to ~1) for one ``(frames, n_mels)`` window."""
+        x = np.asarray(window, dtype=np.float32)[None]
+        if x.shape != self.input_shape:
+            raise ValueError(f"window shape {x.shape[1:]} != model input {self.input_shape[1:]}")
+        if self._in_dtype in (np.int8, np.uint8):
+            info = np.iinfo(self._in_dtype)
+            x = np.clip(np.round(x / self._in_scale + self._in_zero), info.min, info.max).astype(self._in_dtype)
+        self._interp.set_tensor(self._in_index, x)
+        self._interp.invoke()
+        y = self._interp.get_tensor(self._out_index)[0]
+        if self._out_dtype in (np.int8, np.uint8):
+            y = (y.astype(np.float32) - self._out_zero) * self._out_scale
+        y = np.maximum(y.astype(np.float32), 0.0)
+        total = float(y.sum())
+        return y / total if total > 0 else np.full(len(y), 1.0 / len(y), dtype=np.float32)
