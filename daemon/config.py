@@ -1,0 +1,313 @@
+"""Typed configuration: one pydantic model per pipeline stage, unknown keys rejected.
+
+Sources, in rising precedence: the YAML file, ``EMOTIOND_<SECTION>__<KEY>``
+environment variables, ``--set section.key=value`` arguments. Values from the
+environment and ``--set`` are parsed as YAML scalars, so ``true``, ``3`` and
+``null`` mean what they say.
+
+Merging is done here rather than with pydantic-settings because two things
+matter more than saving forty lines: every error must name the key *and* the
+file it came from, and unrelated variables that share the prefix (the
+training data path ``EMOTIOND_DATA``) must not be mistaken for settings.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from ..dsp.denoise import GateParams
+from ..dsp.smoother import SmootherParams
+from ..dsp.vad import VadParams
+
+ENV_PREFIX = "EMOTIOND_"
+DEFAULT_CONFIG_PATHS = (Path("/etc/emotiond/config.yaml"),)
+
+
+class ConfigError(Exception):
+    """One line naming the file, the key and what is wrong with it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSettings(_Section):
+    """Where audio comes from (stage ``source``)."""
+
+    input: str | None = Field(None, description="null = microphone; a file path; '-' = 16-bit PCM on stdin")
+    device: int | str | None = Field(None, description="microphone index or a substring of its name; null = default")
+    device_rate: int | None = Field(None, ge=8000, le=192000, description="capture rate; null = the device's own")
+    stdin_rate: int = Field(16000, ge=8000, le=192000, description="sample rate of PCM on stdin")
+    channels: int = Field(1, ge=1, le=32, description="channels captured (mixed down to mono)")
+    block_ms: int = Field(100, ge=10, le=1000, description="audio per capture callback")
+    buffer_s: float = Field(5.0, ge=0.5, le=120.0, description="ring buffer between capture and processing")
+    realtime: bool = Field(True, description="pace file input in real time (false = as fast as possible)")
+    wait_for_device: bool = Field(False, description="wait for a missing microphone instead of exiting 66")
+    reopen_min_s: float = Field(1.0, gt=0, le=60, description="first retry delay after a device is lost")
+    reopen_max_s: float = Field(30.0, gt=0, le=600, description="longest retry delay")
+
+
+class VadSettings(_Section):
+    """webrtcvad and the utterance rings (stage ``vad``)."""
+
+    frame_ms: Literal[10, 20, 30] = Field(VadParams.frame_ms, description="webrtcvad frame length")
+    aggressiveness: int = Field(VadParams.aggressiveness, ge=0, le=3, description="0 = lenient … 3 = strict")
+    start_ms: int = Field(VadParams.start_ms, ge=10, le=2000, description="ring that must be mostly voiced to start")
+    start_ratio: float = Field(VadParams.start_ratio, gt=0, le=1, description="voiced share that starts speech")
+    hangover_ms: int = Field(VadParams.hangover_ms, ge=30, le=5000, description="ring that must be unvoiced to end")
+    end_ratio: float = Field(VadParams.end_ratio, gt=0, le=1, description="unvoiced share that ends speech")
+    end_padding_ms: int = Field(VadParams.end_padding_ms, ge=0, le=2000, description="kept after the last voice")
+    max_segment_s: float = Field(VadParams.max_segment_s, ge=1, le=600, description="split longer utterances")
+    min_rms_dbfs: float = Field(VadParams.min_rms_dbfs, ge=-120, le=0, description="quieter frames are silence")
+    warmup_ms: int = Field(VadParams.warmup_ms, ge=0, le=10000, description="ignored while webrtcvad adapts")
+
+    def params(self) -> VadParams:
+        return VadParams(**self.model_dump())
+
+
+class DenoiseSettings(_Section):
+    """Stationary spectral gate (stage ``denoise``), noisereduce's algorithm on the feature STFT."""
+
+    enabled: bool = Field(GateParams.enabled, description="gate speech frames with the learned noise profile")
+    n_std_thresh: float = Field(GateParams.n_std_thresh, ge=0, le=10, description="threshold above noise mean, in std")
+    prop_decrease: float = Field(GateParams.prop_decrease, ge=0, le=1, description="1 = remove gated bins fully")
+    freq_smooth_hz: float = Field(GateParams.freq_smooth_hz, ge=62.5, le=4000, description="mask smoothing in Hz")
+    time_smooth_ms: float = Field(GateParams.time_smooth_ms, ge=0, le=500, description="mask smoothing in ms (lag)")
+    profile_s: float = Field(GateParams.profile_s, ge=0.1, le=60, description="non-speech kept in the profile")
+    min_profile_s: float = Field(GateParams.min_profile_s, ge=0.02, le=60, description="profile needed to gate")
+
+    def params(self) -> GateParams:
+        return GateParams(**self.model_dump())
+
+
+class FeatureSettings(_Section):
+    """Sliding windows over the log-mel ring (stage ``features``)."""
+
+    hop_ms: int = Field(250, ge=10, le=5000, description="a model window every hop_ms of speech")
+    window_s: float | None = Field(None, gt=0, le=10, description="null = the model's; else must equal it")
+    min_speech_ms: int = Field(200, ge=10, le=5000, description="shorter utterances are not classified")
+
+    @field_validator("hop_ms")
+    @classmethod
+    def _multiple_of_frame_hop(cls, v: int) -> int:
+        if v % 10:
+            raise ValueError("must be a multiple of 10 ms (the feature hop)")
+        return v
+
+
+class ModelSettings(_Section):
+    """The int8 TFLite classifier (stage ``model``)."""
+
+    path: Path | None = Field(None, description="null = the bundled model")
+    num_threads: int = Field(1, ge=1, le=8, description="interpreter threads")
+    runtime: Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"] = Field(
+        "auto", description="TFLite interpreter package; auto tries them in that order"
+    )
+
+
+class SmootherSettings(_Section):
+    """Window probabilities → state and utterance events (stage ``smoother``)."""
+
+    method: Literal["ema", "mean"] = Field(SmootherParams.method, description="exponential or windowed average")
+    ema_alpha: float = Field(SmootherParams.ema_alpha, gt=0, le=1, description="weight of the newest window")
+    mean_windows: int = Field(SmootherParams.mean_windows, ge=1, le=100, description="windows averaged")
+    min_confidence: float = Field(SmootherParams.min_confidence, ge=0, le=1, description="below it, no change")
+    min_dwell_s: float = Field(SmootherParams.min_dwell_s, ge=0, le=60, description="shortest time between changes")
+    release_s: float = Field(SmootherParams.release_s, ge=0.1, le=600, description="silence before 'none'")
+
+    def params(self) -> SmootherParams:
+        return SmootherParams(**self.model_dump())
+
+
+class TlsSettings(_Section):
+    enabled: bool = Field(False, description="connect with TLS")
+    ca_file: Path | None = Field(None, description="CA bundle; null = system CAs")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="client key (mutual TLS)")
+    insecure: bool = Field(False, description="skip host-name check (testing only)")
+
+
+class MqttSettings(_Section):
+    """paho-mqtt sink (stage ``sinks``)."""
+
+    enabled: bool = Field(True, description="publish to an MQTT broker")
+    host: str = Field("localhost", min_length=1, description="broker host")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    base_topic: str = Field("emotiond", min_length=1, description="{base} in {base}/{device}/…")
+    device_id: str | None = Field(None, description="{device}; null = host name")
+    client_id: str | None = Field(None, description="null = emotiond-{device}")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of every publish")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
+    username: str | None = Field(None, description="broker user")
+    password: SecretStr | None = Field(None, description="prefer EMOTIOND_MQTT__PASSWORD or password_file")
+    password_file: Path | None = Field(None, description="file whose first line is the password")
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    buffer_size: int = Field(1000, ge=1, le=1_000_000, description="events kept while the broker is away")
+    reconnect_min_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay")
+    reconnect_max_s: float = Field(60.0, gt=0, le=3600, description="longest reconnect delay")
+    health_interval_s: float = Field(60.0, ge=1, le=86400, description="period of the retained health message")
+
+    @field_validator("base_topic", "device_id")
+    @classmethod
+    def _topic_level(cls, v: str | None) -> str | None:
+        if v is not None and any(c in v for c in "#+\0"):
+            raise ValueError("must not contain MQTT wildcards '#', '+' or NUL")
+        return v
+
+    @model_validator(mode="after")
+    def _password_source(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        return self
+
+    def device(self) -> str:
+        return self.device_id or socket.gethostname().split(".")[0] or "emotiond"
+
+
+class HomeAssistantSettings(_Section):
+    discovery: bool = Field(True, description="announce entities via MQTT discovery")
+    prefix: str = Field("homeassistant", min_length=1, description="discovery prefix")
+
+
+class StdoutSettings(_Section):
+    enabled: bool = Field(False, description="print one JSON line per event on stdout")
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    json_lines: bool = Field(False, description="log as JSON lines instead of text")
+
+
+class Settings(_Section):
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    vad: VadSettings = Field(default_factory=VadSettings)
+    denoise: DenoiseSettings = Field(default_factory=DenoiseSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    smoother: SmootherSettings = Field(default_factory=SmootherSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
+    stdout: StdoutSettings = Field(default_factory=StdoutSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    def mqtt_password(self) -> str | None:
+        """The broker password from the config, the environment or ``password_file``."""
+        if self.mqtt.password is not None:
+            return self.mqtt.password.get_secret_value()
+        if self.mqtt.password_file is not None:
+            try:
+                return self.mqtt.password_file.read_text().splitlines()[0]
+            except (OSError, IndexError) as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read {self.mqtt.password_file}: {exc}") from None
+        return None
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    keys = [k for k in dotted.split(".") if k]
+    if not keys:
+        raise ConfigError(f"{origin}: empty key")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _scalar(text: str, origin: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """``(dotted_key, raw_value, origin)`` for every ``EMOTIOND_SECTION__KEY`` variable."""
+    out = []
+    for name, value in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and "__" in name[len(ENV_PREFIX) :]:
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            out.append((dotted, value, f"environment {name}"))
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key"
+    if "input" in error and error["type"] != "extra_forbidden" and not loc.endswith("password"):
+        shown = repr(error["input"])
+        if len(shown) <= 40:
+            msg += f" (got {shown})"
+    return f"{loc}: {msg}"
+
+
+def load_settings(
+    path: Path | None = None,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read, merge and validate the configuration, or raise one-line ``ConfigError``."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+    tree = _read_yaml(path) if path is not None else {}
+    origins: dict[str, str] = {}
+    for dotted, raw, origin in env_overrides(environ):
+        _set_path(tree, dotted, _scalar(raw, origin), origin)
+        origins[dotted] = origin
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        origin = f"--set {dotted}"
+        _set_path(tree, dotted.strip(), _scalar(raw, origin), origin)
+        origins[dotted.strip()] = origin
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        dotted = ".".join(str(p) for p in first["loc"])
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        described = _describe(first)
+        if dotted in origins:  # the key is in the origin already: "--set mqtt.port: …"
+            raise ConfigError(f"{origins[dotted]}: {described.split(': ', 1)[1]}{more}") from None
+        raise ConfigError(f"{path or 'defaults'}: {described}{more}") from None
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets masked (for ``check-config``)."""
+    data = settings.model_dump(mode="json")
+    if settings.mqtt.password is not None:
+        data["mqtt"]["password"] = "********"
+    return data

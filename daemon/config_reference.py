@@ -1,0 +1,112 @@
+"""Renders config.yaml and docs/configuration.md from the settings schema.
+
+The schema is the single source of truth for keys, defaults, ranges and
+descriptions; the committed files are regenerated with
+``python -m emotiond.daemon.config_reference`` and a test fails when they drift.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from .config import Settings
+
+HEADER = """\
+# emotiond configuration. Every key is shown with its default.
+# Installed location: /etc/emotiond/config.yaml (or pass --config FILE).
+# Override any key with EMOTIOND_<SECTION>__<KEY>=value or --set section.key=value.
+# Pipeline: source -> vad -> denoise -> features -> model -> smoother -> sinks (mqtt, stdout).
+"""
+
+
+def _default(field: FieldInfo) -> Any:
+    if field.default_factory is not None:
+        return field.default_factory()
+    return field.default
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Path):
+        return json.dumps(str(value))
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def _ranges(field: FieldInfo) -> str:
+    parts = []
+    for meta in field.metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                parts.append(f"{sym} {getattr(meta, attr)}")
+    return ", ".join(parts)
+
+
+def _walk(model: type[BaseModel], prefix: str = "") -> list[tuple[str, FieldInfo | None, type[BaseModel] | None]]:
+    rows: list[tuple[str, FieldInfo | None, type[BaseModel] | None]] = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.append((prefix + name, None, ann))
+            rows.extend(_walk(ann, prefix + name + "."))
+        else:
+            rows.append((prefix + name, field, None))
+    return rows
+
+
+def render_yaml() -> str:
+    lines = [HEADER]
+    for dotted, field, section in _walk(Settings):
+        depth = dotted.count(".")
+        indent = "  " * depth
+        key = dotted.rsplit(".", 1)[-1]
+        if section is not None:
+            doc = (section.__doc__ or "").strip().splitlines()
+            if depth == 0:
+                lines.append("")
+            lines.append(f"{indent}{key}:" + (f"  # {doc[0]}" if doc and depth == 0 else ""))
+            continue
+        assert field is not None
+        lines.append(f"{indent}{key}: {_yaml_value(_default(field))}  # {field.description}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown() -> str:
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the settings schema (`daemon/config.py`) by",
+        "`python -m emotiond.daemon.config_reference`; a test keeps it in step.",
+        "Unknown keys are rejected; a bad value stops start-up with one line naming the",
+        "file and key, exit code 78.",
+        "",
+    ]
+    for dotted, field, section in _walk(Settings):
+        if section is not None:
+            out += ["", f"## `{dotted}`", "", (section.__doc__ or "").strip().splitlines()[0] if section.__doc__ else "",
+                    "", "| key | default | range | meaning |", "|---|---|---|---|"]
+            continue
+        assert field is not None
+        out.append(f"| `{dotted}` | `{_yaml_value(_default(field))}` | {_ranges(field)} | {field.description} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = Path(argv[0]) if argv else Path.cwd()
+    (root / "config.yaml").write_text(render_yaml())
+    (root / "docs" / "configuration.md").write_text(render_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

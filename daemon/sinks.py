@@ -1,0 +1,57 @@
+"""Sinks: where events go. The pipeline knows only this interface.
+
+Every method must return quickly and never raise for a network problem: the
+audio loop calls them inline, and the daemon must not die from a hiccup.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Protocol, TextIO
+
+
+class Sink(Protocol):
+    def start(self) -> None: ...
+
+    def publish_emotion(self, payload: dict[str, Any]) -> None: ...
+
+    def publish_utterance(self, payload: dict[str, Any]) -> None: ...
+
+    def set_status(self, status: str) -> None: ...
+
+    def publish_health(self, payload: dict[str, Any]) -> None: ...
+
+    def close(self, timeout_s: float) -> None: ...
+
+
+class StdoutSink:
+    """One JSON object per line, for people without a broker and for pipes (``| jq``)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stdout
+
+    def _write(self, kind: str, payload: dict[str, Any]) -> None:
+        try:
+            self._stream.write(json.dumps({"event": kind, **payload}, separators=(",", ":")) + "\n")
+            self._stream.flush()
+        except (BrokenPipeError, ValueError):  # reader went away; events are not worth a crash
+            pass
+
+    def start(self) -> None:
+        pass
+
+    def publish_emotion(self, payload: dict[str, Any]) -> None:
+        self._write("emotion", payload)
+
+    def publish_utterance(self, payload: dict[str, Any]) -> None:
+        self._write("utterance", payload)
+
+    def set_status(self, status: str) -> None:
+        self._write("status", {"status": status})
+
+    def publish_health(self, payload: dict[str, Any]) -> None:
+        pass  # health is for dashboards; on stdout it would drown the events
+
+    def close(self, timeout_s: float) -> None:
+        pass
