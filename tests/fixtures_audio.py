@@ -1,0 +1,1 @@
+"""Fixtures that generate test audio: tones, noise, espeak-ng speech."""

@@ -1,0 +1,1 @@
+"""Fixtures that start a real Mosquitto broker on a free loopback port."""

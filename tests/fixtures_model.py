@@ -1,0 +1,1 @@
+"""Fixtures that provide a real int8 TFLite model."""
