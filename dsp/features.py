@@ -34,7 +34,9 @@ class FeatureConfig:
     n_mels: int = 40
     fmin: float = 50.0
     fmax: float = 7_600.0
-    log_floor: float = 1e-6
+    # Below 16-bit quantisation noise in every band, so quiet speech (RAVDESS
+    # sits near -45 dBFS) keeps its spectral detail instead of hitting the floor.
+    log_floor: float = 1e-10
     kind: str = "log_mel"
     window: str = "hann"
 
