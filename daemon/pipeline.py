@@ -1,0 +1,171 @@
+"""The audio loop's stages wired together: frontend → model → smoother → sinks.
+
+``Pipeline.process`` takes one block of 16 kHz audio and does everything that
+block completes, synchronously, on the caller's thread; there are no threads
+here. It is the same object in the daemon, in ``eval --mode stream`` and in
+the benchmarks, so what they measure is what the daemon does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..dsp.features import SAMPLE_RATE
+from ..dsp.frontend import Frontend, SegmentEnd, SegmentStart, Window
+from ..dsp.smoother import EmotionState, Smoother, UtteranceSummary
+from .payloads import PayloadFactory
+from .sinks import Sink
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    """Anything with ``predict(window) -> probabilities`` and ``labels`` (the TFLite model)."""
+
+    labels: tuple[str, ...]
+
+    def predict(self, window: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class PipelineStats:
+    samples: int = 0
+    windows: int = 0
+    utterances: int = 0
+    unclassified_utterances: int = 0
+    emotion_changes: int = 0
+    model_failures: int = 0
+    consecutive_failures: int = 0
+    blocks: int = 0
+    frontend_s: float = 0.0
+    model_s: float = 0.0
+    smoother_s: float = 0.0
+    sinks_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "extra"}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        frontend: Frontend,
+        model: Predictor,
+        smoother: Smoother,
+        payloads: PayloadFactory,
+        sinks: Sequence[Sink],
+        on_utterance: Callable[[UtteranceSummary, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.frontend = frontend
+        self.model = model
+        self.smoother = smoother
+        self.payloads = payloads
+        self.sinks = list(sinks)
+        self.on_utterance = on_utterance
+        self.stats = PipelineStats()
+        self._failure_logged = False
+        self._offset = 0  # samples before the current frontend started
+
+    def replace_frontend(self, frontend: Frontend) -> None:
+        """Swap in a re-configured frontend (SIGHUP) without losing the audio clock."""
+        self._handle(self.frontend.flush())
+        self.frontend = frontend
+        self._offset = self.stats.samples
+
+    def _t(self, sample: int) -> float:
+        return (self._offset + sample) / SAMPLE_RATE
+
+    @property
+    def audio_time_s(self) -> float:
+        return self.stats.samples / SAMPLE_RATE
+
+    @property
+    def failing(self) -> bool:
+        """True while the model has failed on the last few windows in a row."""
+        return self.stats.consecutive_failures >= 3
+
+    def process(self, block: np.ndarray) -> None:
+        self.stats.blocks += 1
+        self.stats.samples += len(block)
+        t0 = time.perf_counter()
+        events = self.frontend.push(block)
+        self.stats.frontend_s += time.perf_counter() - t0
+        self._handle(events)
+        t1 = time.perf_counter()
+        released = self.smoother.on_time(self.audio_time_s)
+        self.stats.smoother_s += time.perf_counter() - t1
+        if released is not None:
+            self._emit_state(released)
+
+    def finish(self) -> None:
+        """End of input: close the open utterance and release the state."""
+        t0 = time.perf_counter()
+        events = self.frontend.flush()
+        self.stats.frontend_s += time.perf_counter() - t0
+        self._handle(events)
+        released = self.smoother.on_time(self.audio_time_s + self.smoother.params.release_s)
+        if released is not None:
+            self._emit_state(released)
+
+    def _handle(self, events: list[SegmentStart | Window | SegmentEnd]) -> None:
+        for event in events:
+            if isinstance(event, Window):
+                self._window(event)
+            elif isinstance(event, SegmentEnd):
+                self._segment_end(event)
+
+    def _window(self, window: Window) -> None:
+        t0 = time.perf_counter()
+        try:
+            probs = self.model.predict(window.features)
+        except Exception as exc:  # one bad window must not stop the daemon
+            self.stats.model_failures += 1
+            self.stats.consecutive_failures += 1
+            if not self._failure_logged:
+                log.error(
+                    "model failed on the window ending at %.2f s (segment %d): %s; skipping it",
+                    self._t(window.end_sample), window.segment, exc,
+                )
+                self._failure_logged = True
+            return
+        finally:
+            self.stats.model_s += time.perf_counter() - t0
+        self.stats.windows += 1
+        self.stats.consecutive_failures = 0
+        self._failure_logged = False
+        t1 = time.perf_counter()
+        state = self.smoother.on_window(window.segment, probs, self._t(window.end_sample))
+        self.stats.smoother_s += time.perf_counter() - t1
+        if state is not None:
+            self._emit_state(state)
+
+    def _segment_end(self, end: SegmentEnd) -> None:
+        summary = self.smoother.on_segment_end(end.segment, self._t(end.start_sample), self._t(end.end_sample))
+        if summary is None:
+            self.stats.unclassified_utterances += 1
+            return
+        self.stats.utterances += 1
+        payload = self.payloads.utterance(summary)
+        self._to_sinks("publish_utterance", payload)
+        if self.on_utterance is not None:
+            self.on_utterance(summary, payload)
+
+    def _emit_state(self, state: EmotionState) -> None:
+        self.stats.emotion_changes += 1
+        self._to_sinks("publish_emotion", self.payloads.emotion(state))
+
+    def _to_sinks(self, method: str, payload: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        for sink in self.sinks:
+            try:
+                getattr(sink, method)(payload)
+            except Exception:  # a sink bug must not take the audio loop down
+                log.exception("sink %s.%s failed", type(sink).__name__, method)
+        self.stats.sinks_s += time.perf_counter() - t0

@@ -1,0 +1,417 @@
+"""The long-running daemon: builds the pipeline from settings and keeps it alive.
+
+Responsibilities that belong to a service and not to the audio stages:
+signals (SIGTERM/SIGINT stop, SIGHUP reload), systemd readiness, watchdog and
+status, the retained health message, and reopening a microphone that went
+away. Everything runs on the main thread; the only other threads are the
+capture callback (PortAudio), the stdin reader and paho's network loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__, exitcodes
+from ..dsp.frontend import Frontend, WindowParams
+from ..dsp.smoother import Smoother
+from ..models.runtime import DEFAULT_MODEL, EmotionModel, ModelError
+from .config import ConfigError, Settings, load_settings
+from .notify import ServiceNotifier
+from .payloads import STATUS_DEGRADED, STATUS_ONLINE, PayloadFactory, Topics
+from .pipeline import Pipeline
+from .sinks import Sink, StdoutSink
+from .sources import ArraySource, AudioSource, BlockRing, DeviceLost, FileSource, SourceError, StdinSource
+
+log = logging.getLogger("emotiond")
+
+FEATURE_HOP_MS = 10
+
+
+class StartupError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def load_model(settings: Settings) -> EmotionModel:
+    path = settings.model.path or DEFAULT_MODEL
+    runtime = None if settings.model.runtime == "auto" else {
+        "ai_edge_litert": "ai_edge_litert.interpreter",
+        "tflite_runtime": "tflite_runtime.interpreter",
+        "tensorflow": "tensorflow.lite",
+    }[settings.model.runtime]
+    try:
+        return EmotionModel(Path(path), settings.model.num_threads, runtime)
+    except ModelError as exc:
+        raise StartupError(f"model.path: {exc}", exitcodes.CONFIG) from None
+
+
+def window_params(settings: Settings, model: EmotionModel) -> WindowParams:
+    window_frames = model.info.window_frames
+    if settings.features.window_s is not None:
+        wanted = round(settings.features.window_s * 1000 / FEATURE_HOP_MS)
+        if wanted != window_frames:
+            raise StartupError(
+                f"features.window_s: {settings.features.window_s} s does not match the model's "
+                f"{window_frames * FEATURE_HOP_MS / 1000} s window ({model.path})",
+                exitcodes.CONFIG,
+            )
+    min_frames = min(window_frames, max(1, settings.features.min_speech_ms // FEATURE_HOP_MS))
+    return WindowParams(window_frames, settings.features.hop_ms // FEATURE_HOP_MS, min_frames)
+
+
+def build_frontend(settings: Settings, model: EmotionModel) -> Frontend:
+    return Frontend(settings.vad.params(), settings.denoise.params(), window_params(settings, model))
+
+
+def make_source(settings: Settings, fast: bool = False) -> AudioSource:
+    src = settings.source
+    if src.input == "-":
+        return ThreadedSource(StdinSource(src.stdin_rate, src.block_ms), src.buffer_s, src.block_ms)
+    if src.input:
+        return FileSource(Path(src.input), realtime=src.realtime and not fast, block_ms=src.block_ms)
+    from .microphone import MicrophoneSource
+
+    return MicrophoneSource(src.device, src.device_rate, src.channels, src.block_ms, src.buffer_s)
+
+
+class ThreadedSource:
+    """Runs a blocking reader (stdin) on its own thread so signals and the watchdog never wait on it."""
+
+    def __init__(self, inner: AudioSource, buffer_s: float, block_ms: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._ring = BlockRing(max(1, int(buffer_s * 1000 / block_ms)))
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def overruns(self) -> int:
+        return self._ring.overruns
+
+    def open(self) -> None:
+        self.inner.open()
+        threading.Thread(target=self._pump, name="emotiond-stdin", daemon=True).start()
+
+    def _pump(self) -> None:
+        try:
+            for block in self.inner.blocks():
+                self._ring.put(block)
+        except BaseException as exc:  # handed to the main thread
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        while True:
+            block = self._ring.get(timeout=0.5)
+            if block is not None:
+                yield block
+            elif self._done.is_set():
+                block = self._ring.get(timeout=0)
+                if block is not None:
+                    yield block
+                    continue
+                if self._error is not None:
+                    raise self._error
+                return
+            else:
+                yield np.zeros(0)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def make_sinks(settings: Settings, labels: tuple[str, ...], force_stdout: bool = False) -> list[Sink]:
+    sinks: list[Sink] = []
+    if settings.stdout.enabled or force_stdout:
+        sinks.append(StdoutSink())
+    if settings.mqtt.enabled:
+        from .mqtt_sink import MqttSink
+
+        topics = Topics(settings.mqtt.base_topic, settings.mqtt.device())
+        sinks.append(MqttSink(settings.mqtt, settings.mqtt_password(), topics, labels, settings.homeassistant))
+    return sinks
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def configure_logging(settings: Settings, debug: bool = False) -> None:
+    level = logging.DEBUG if debug else getattr(logging, settings.logging.level)
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        root.addHandler(handler)
+    fmt: logging.Formatter
+    if settings.logging.json_lines:
+        fmt = _JsonFormatter()
+    elif os.environ.get("JOURNAL_STREAM"):
+        fmt = logging.Formatter("%(levelname)s %(name)s: %(message)s")  # journald adds the time
+    else:
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in root.handlers:
+        handler.setFormatter(fmt)
+    for noisy in ("paho", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        return json.dumps(
+            {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        )
+
+
+class Daemon:
+    """One run of the service, from start-up to a clean exit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None = None,
+        overrides: tuple[str, ...] = (),
+        fast: bool = False,
+        force_stdout: bool = False,
+        source: AudioSource | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.overrides = overrides
+        self.fast = fast
+        self.force_stdout = force_stdout
+        self._source_override = source
+        self.notifier = ServiceNotifier()
+        self._stop = False
+        self._reload = False
+        self.started = time.monotonic()
+        self._status = STATUS_ONLINE
+        self._last_health = 0.0
+        self.model: EmotionModel | None = None
+        self.pipeline: Pipeline | None = None
+        self.sinks: list[Sink] = []
+        self.source: AudioSource | None = None
+
+    # -- signals -----------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self._stop = True
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self._reload = True
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    # -- start-up ----------------------------------------------------------
+
+    def start(self) -> None:
+        self.notifier.status("loading model")
+        self.model = load_model(self.settings)
+        frontend = build_frontend(self.settings, self.model)
+        smoother = Smoother(self.model.labels, self.settings.smoother.params())
+        self.sinks = make_sinks(self.settings, self.model.labels, self.force_stdout)
+        payloads = PayloadFactory(self.settings.mqtt.device())
+        self.pipeline = Pipeline(frontend, self.model, smoother, payloads, self.sinks)
+        for sink in self.sinks:
+            sink.start()
+        log.info(
+            "emotiond %s: model %s (%s, %d labels) via %s",
+            __version__, self.model.info.name, self.model.path.name, len(self.model.labels), self.model.runtime,
+        )
+
+    def _open_source(self) -> AudioSource:
+        source = self._source_override or make_source(self.settings, self.fast)
+        try:
+            source.open()
+        except SourceError as exc:
+            if self.settings.source.input is None and self.settings.source.wait_for_device:
+                raise DeviceLost(str(exc)) from None
+            raise StartupError(str(exc), exc.exit_code) from None
+        return source
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self) -> int:
+        """Process audio until the input ends or a signal arrives; returns the exit code."""
+        assert self.pipeline is not None, "start() first"
+        backoff = self.settings.source.reopen_min_s
+        try:
+            while not self._stop:
+                try:
+                    self.source = self._open_source()
+                except DeviceLost as exc:
+                    self._degraded(f"waiting for the microphone: {exc}")
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, self.settings.source.reopen_max_s)
+                    continue
+                try:
+                    finished = self._consume(self.source)
+                    backoff = self.settings.source.reopen_min_s
+                except DeviceLost as exc:
+                    log.warning("%s; reopening in %.0f s", exc, backoff)
+                    self._degraded(f"audio lost: {exc}")
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, self.settings.source.reopen_max_s)
+                    continue
+                finally:
+                    self.source.close()
+                if finished:
+                    self.pipeline.finish()
+                    break
+        finally:
+            self.shutdown()
+        return exitcodes.OK
+
+    def _consume(self, source: AudioSource) -> bool:
+        """True when the input ended, False when asked to stop."""
+        assert self.pipeline is not None
+        for block in source.blocks():
+            if self._stop:
+                return False
+            if self._reload:
+                self._reload = False
+                self.reload()
+            if len(block):
+                self.pipeline.process(block)
+                if self._status != STATUS_ONLINE and not self.pipeline.failing:
+                    self._set_status(STATUS_ONLINE)
+                elif self.pipeline.failing and self._status == STATUS_ONLINE:
+                    self._degraded("the model is failing on every window")
+                if not self.notifier.ready_sent:
+                    self.notifier.ready(f"listening on {source.name}")
+                    log.info("ready: listening on %s", source.name)
+            if not self.pipeline.failing:
+                self.notifier.watchdog()  # only while the loop really makes progress
+            self._maybe_health(source)
+        return True
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stop and time.monotonic() < end:
+            self.notifier.watchdog()
+            if self._reload:
+                self._reload = False
+                self.reload()
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+    def _set_status(self, status: str) -> None:
+        self._status = status
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):
+                sink.set_status(status)
+        self.notifier.status(status)
+
+    def _degraded(self, why: str) -> None:
+        if self._status != STATUS_DEGRADED:
+            log.warning("degraded: %s", why)
+        self._status = STATUS_DEGRADED
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):
+                sink.set_status(STATUS_DEGRADED)
+        self.notifier.status(f"degraded: {why}")
+
+    def health(self, source: AudioSource | None = None) -> dict[str, Any]:
+        assert self.pipeline is not None and self.model is not None
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        sink_stats = {}
+        for sink in self.sinks:
+            stats = getattr(sink, "stats", None)
+            if callable(stats):
+                sink_stats.update(stats())
+        return {
+            "schema": 1,
+            "status": self._status,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "audio_s": round(self.pipeline.audio_time_s, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "rss_mb": round(rss_mb(), 1),
+            "source": source.name if source else None,
+            "overruns": source.overruns if source else 0,
+            "model": {"name": self.model.info.name, "version": self.model.info.version, "runtime": self.model.runtime},
+            "pipeline": self.pipeline.stats.as_dict(),
+            "mqtt": sink_stats,
+        }
+
+    def _maybe_health(self, source: AudioSource) -> None:
+        now = time.monotonic()
+        if now - self._last_health < self.settings.mqtt.health_interval_s:
+            return
+        self._last_health = now
+        payload = self.health(source)
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):
+                sink.publish_health(payload)
+
+    # -- reload and shutdown -------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; apply what can change without stopping capture."""
+        assert self.pipeline is not None and self.model is not None
+        self.notifier.reloading()
+        try:
+            new = load_settings(self.config_path, self.overrides)
+            window_params(new, self.model)
+        except (ConfigError, StartupError) as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.reloaded()
+            return
+        old, self.settings = self.settings, new
+        configure_logging(new)
+        changed = [name for name in type(new).model_fields if getattr(old, name) != getattr(new, name)]
+        if new.smoother != old.smoother:
+            self.pipeline.smoother.params = new.smoother.params()
+        if (new.vad, new.denoise, new.features) != (old.vad, old.denoise, old.features):
+            self.pipeline.replace_frontend(build_frontend(new, self.model))
+        if (new.mqtt, new.homeassistant, new.stdout) != (old.mqtt, old.homeassistant, old.stdout):
+            for sink in self.sinks:
+                with contextlib.suppress(Exception):
+                    sink.close(1.0)
+            self.sinks = make_sinks(new, self.model.labels, self.force_stdout)
+            for sink in self.sinks:
+                sink.start()
+            self.pipeline.sinks = list(self.sinks)
+            self.pipeline.payloads.device = new.mqtt.device()
+        if (new.source, new.model) != (old.source, old.model):
+            log.warning("source and model settings change only on restart; kept the running ones")
+        log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
+        self.notifier.reloaded()
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        for sink in self.sinks:
+            try:
+                sink.close(1.5)
+            except Exception:
+                log.exception("closing %s failed", type(sink).__name__)
+        self.sinks = []
+
+
+def run_array(settings: Settings, samples: np.ndarray) -> Daemon:
+    """Run the whole daemon over an in-memory signal (tests and eval)."""
+    daemon = Daemon(settings, source=ArraySource(samples))
+    daemon.start()
+    daemon.run()
+    return daemon

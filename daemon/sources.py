@@ -1,0 +1,218 @@
+"""Audio sources (stage ``source``): microphone, file, stdin PCM, and arrays for tests.
+
+Every source yields 16 kHz mono float64 blocks in [-1, 1]. Capture at other
+rates is resampled with soxr's streaming resampler (a real polyphase
+resampler; no hand-written interpolation). The microphone callback runs on
+PortAudio's thread and only appends to a bounded ring, so it never blocks;
+when processing falls behind, the oldest blocks are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import numpy as np
+import soxr
+
+from ..dsp.features import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(Exception):
+    """An input that cannot be used at all; the message names it."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+class NoInputError(SourceError):
+    """A file or device that does not exist."""
+
+    exit_code = 66  # EX_NOINPUT
+
+
+class DeviceLost(Exception):
+    """A microphone stopped delivering audio mid-run; the runner reopens it."""
+
+
+class AudioSource(Protocol):
+    name: str
+    overruns: int
+
+    def open(self) -> None: ...
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """16 kHz mono blocks until the input ends (raises DeviceLost for a lost device)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    return data.mean(axis=1) if data.ndim == 2 else data
+
+
+class _Resampler:
+    """Streaming resampler to 16 kHz that is a no-op at 16 kHz."""
+
+    def __init__(self, in_rate: int) -> None:
+        self._stream = None if in_rate == SAMPLE_RATE else soxr.ResampleStream(in_rate, SAMPLE_RATE, 1, dtype="float64")
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        block = np.asarray(block, dtype=np.float64)
+        if self._stream is None:
+            return block
+        return self._stream.resample_chunk(block, last=last)
+
+
+def sanitize(block: np.ndarray) -> np.ndarray:
+    """Replace NaN/Inf (broken files, buggy drivers) with silence and clip to [-1, 1]."""
+    if not np.all(np.isfinite(block)):
+        block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(block, -1.0, 1.0)
+
+
+class ArraySource:
+    """A numpy array as a source, in fixed blocks; the test double at the hardware edge."""
+
+    def __init__(self, samples: np.ndarray, block: int = 1600, name: str = "array") -> None:
+        self.samples = np.asarray(samples, dtype=np.float64)
+        self.block = block
+        self.name = name
+        self.overruns = 0
+
+    def open(self) -> None:
+        pass
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        for i in range(0, len(self.samples), self.block):
+            yield self.samples[i : i + self.block]
+
+    def close(self) -> None:
+        pass
+
+
+class FileSource:
+    """Any file libsndfile reads (WAV, FLAC, OGG/Opus, …), any rate and channel count."""
+
+    def __init__(self, path: Path, realtime: bool = True, block_ms: int = 100) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self.realtime = realtime
+        self.block_ms = block_ms
+        self.overruns = 0
+        self._file = None
+
+    def open(self) -> None:
+        import soundfile as sf
+
+        if not self.path.exists():
+            raise NoInputError(f"{self.path}: audio file not found")
+        try:
+            self._file = sf.SoundFile(str(self.path))
+        except Exception as exc:  # libsndfile reports format problems as several types
+            raise SourceError(f"{self.path}: not a readable audio file ({_short(exc)})") from None
+        if self._file.samplerate < 8000:
+            raise SourceError(f"{self.path}: sample rate {self._file.samplerate} Hz is too low (min 8000)")
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        assert self._file is not None, "open() first"
+        rate = self._file.samplerate
+        frames = max(1, rate * self.block_ms // 1000)
+        resample = _Resampler(rate)
+        t0 = time.monotonic()
+        emitted = 0
+        while True:
+            try:
+                data = self._file.read(frames, dtype="float64", always_2d=True)
+            except Exception as exc:
+                raise SourceError(f"{self.path}: read failed after {emitted / SAMPLE_RATE:.1f} s ({_short(exc)})") from None
+            last = len(data) < frames
+            out = sanitize(resample(to_mono(data), last=last))
+            if len(out):
+                if self.realtime:
+                    due = t0 + (emitted + len(out)) / SAMPLE_RATE
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                emitted += len(out)
+                yield out
+            if last:
+                return
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class StdinSource:
+    """Raw signed 16-bit little-endian mono PCM on stdin (``arecord -f S16_LE | emotiond run --input -``)."""
+
+    def __init__(self, rate: int = SAMPLE_RATE, block_ms: int = 100, stream: BinaryIO | None = None) -> None:
+        self.rate = rate
+        self.block_bytes = max(2, rate * block_ms // 1000 * 2)
+        self.name = "stdin"
+        self.overruns = 0
+        self._stream = stream
+
+    def open(self) -> None:
+        if self._stream is None:
+            self._stream = sys.stdin.buffer
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        assert self._stream is not None
+        resample = _Resampler(self.rate)
+        carry = b""
+        while True:
+            data = self._stream.read(self.block_bytes)
+            last = not data
+            data = carry + (data or b"")
+            usable = len(data) - len(data) % 2  # an odd trailing byte waits for its partner
+            carry = data[usable:]
+            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64) / 32768.0
+            out = resample(samples, last=last)
+            if len(out):
+                yield out
+            if last:
+                if carry:
+                    log.warning("stdin ended with an odd byte; the half sample was dropped")
+                return
+
+    def close(self) -> None:
+        pass
+
+
+class BlockRing:
+    """Bounded hand-off from the capture thread: appends never block, overflow drops the oldest."""
+
+    def __init__(self, max_blocks: int) -> None:
+        self._blocks: deque[np.ndarray] = deque()
+        self._max = max(1, max_blocks)
+        self._cond = threading.Condition()
+        self.overruns = 0
+
+    def put(self, block: np.ndarray) -> None:
+        with self._cond:
+            if len(self._blocks) >= self._max:
+                self._blocks.popleft()
+                self.overruns += 1
+            self._blocks.append(block)
+            self._cond.notify()
+
+    def get(self, timeout: float) -> np.ndarray | None:
+        with self._cond:
+            if not self._blocks:
+                self._cond.wait(timeout)
+            return self._blocks.popleft() if self._blocks else None
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,190 @@
+"""The ``emotiond`` command. Subcommands import their modules lazily, so ``run``
+never loads TensorFlow or librosa and starts in well under a second."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__, exitcodes
+
+log = logging.getLogger("emotiond")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="config file (default: /etc/emotiond/config.yaml if present)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emotiond", description="Speech emotion recognition daemon (MQTT).")
+    parser.add_argument("--version", action="version", version=f"emotiond {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon (microphone by default)")
+    _config_args(run)
+    run.add_argument("--input", help="audio file, or '-' for 16-bit PCM on stdin (source.input)")
+    run.add_argument("--fast", action="store_true", help="process file input as fast as possible")
+    run.add_argument("--demo", action="store_true",
+                     help="play the bundled demo recording, print events, publish to a broker (starting one if needed)")
+    run.add_argument("--stdout", action="store_true", help="also print events as JSON lines (stdout.enabled)")
+    run.add_argument("--debug", action="store_true", help="debug logging")
+
+    classify = sub.add_parser("classify", help="classify audio files offline")
+    _config_args(classify)
+    classify.add_argument("files", nargs="+", type=Path)
+    classify.add_argument("--json", action="store_true", help="one JSON object per file")
+
+    sub.add_parser("devices", help="list audio input devices")
+
+    check = sub.add_parser("check-config", help="validate the configuration and print it (secrets masked)")
+    _config_args(check)
+
+    for name, help_ in (("train", "train a model (needs the [train] extra)"),
+                        ("eval", "score a labelled manifest"),
+                        ("monitor", "live view of a daemon's MQTT topics")):
+        p = sub.add_parser(name, help=help_, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _settings(args: argparse.Namespace, extra: list[str] | None = None):  # type: ignore[no-untyped-def]
+    from .daemon.config import load_settings
+
+    return load_settings(args.config, [*(extra or []), *args.overrides])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import service
+    from .daemon.demo import DEMO_AUDIO, broker_answers, private_broker
+
+    extra = []
+    if args.input is not None:
+        extra.append(f"source.input={args.input}")
+    if args.demo:
+        extra.append(f"source.input={DEMO_AUDIO}")
+    settings = _settings(args, extra)
+    service.configure_logging(settings, args.debug)
+    if not args.demo:
+        return _run_daemon(settings, args, force_stdout=args.stdout)
+    if settings.mqtt.enabled and broker_answers(settings.mqtt.host, settings.mqtt.port):
+        log.info("demo: publishing to the broker at %s:%d", settings.mqtt.host, settings.mqtt.port)
+        return _run_daemon(settings, args, force_stdout=True)
+    with private_broker() as port:
+        if port is None:
+            log.warning("demo: no broker answers and mosquitto is not installed; printing events only")
+            settings = _settings(args, [*extra, "mqtt.enabled=false"])
+        else:
+            settings = _settings(args, [*extra, "mqtt.host=127.0.0.1", f"mqtt.port={port}"])
+            topic = f"{settings.mqtt.base_topic}/{settings.mqtt.device()}/#"
+            log.info("demo: started a private broker; watch it with: mosquitto_sub -p %d -v -t '%s'", port, topic)
+        return _run_daemon(settings, args, force_stdout=True)
+
+
+def _run_daemon(settings, args: argparse.Namespace, force_stdout: bool) -> int:  # type: ignore[no-untyped-def]
+    from .daemon.service import Daemon
+
+    daemon = Daemon(settings, args.config, tuple(args.overrides), fast=args.fast, force_stdout=force_stdout)
+    daemon.install_signal_handlers()
+    daemon.start()
+    return daemon.run()
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .daemon.classify import classify_main
+
+    return classify_main(_settings(args), args.files, args.json)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from .daemon.microphone import list_input_devices
+
+    devices = list_input_devices()
+    if not devices:
+        print("no audio input devices found (is a microphone plugged in, and is this user in the 'audio' group?)")
+        return exitcodes.NOINPUT
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("index", "name", "channels", "default rate")
+    for d in devices:
+        table.add_row(str(d.index), d.name, str(d.channels), f"{d.default_rate} Hz")
+    Console().print(table)
+    return exitcodes.OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .daemon.config import redacted
+
+    settings = _settings(args)
+    print(json.dumps(redacted(settings), indent=2))
+    print(f"configuration OK ({args.config or 'defaults'})", file=sys.stderr)
+    return exitcodes.OK
+
+
+def cmd_delegate(args: argparse.Namespace) -> int:
+    rest = [a for a in args.rest if a != "--"]
+    if args.command == "train":
+        try:
+            from .models.training.train import train_main
+        except ImportError as exc:
+            print(f"emotiond train: {exc}; install the training extra: pip install 'emotiond[train]'", file=sys.stderr)
+            return exitcodes.UNAVAILABLE
+        return int(train_main(rest) or 0)
+    if args.command == "eval":
+        from .daemon.evaluate import eval_main
+
+        return eval_main(rest)
+    from .daemon.monitor import monitor_main
+
+    return monitor_main(rest)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "classify": cmd_classify,
+    "devices": cmd_devices,
+    "check-config": cmd_check_config,
+    "train": cmd_delegate,
+    "eval": cmd_delegate,
+    "monitor": cmd_delegate,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .daemon.config import ConfigError
+    from .daemon.service import StartupError
+    from .daemon.sources import SourceError
+    from .models.runtime import ModelError
+
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"emotiond: config error: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    except StartupError as exc:
+        print(f"emotiond: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SourceError as exc:
+        print(f"emotiond: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ModelError as exc:
+        print(f"emotiond: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    except KeyboardInterrupt:
+        return exitcodes.OK
+    except BrokenPipeError:
+        return exitcodes.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
