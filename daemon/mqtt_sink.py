@@ -53,7 +53,8 @@ class _Msg(NamedTuple):
 def describe_error(exc: BaseException) -> str:
     """A short human reason for a failed connection attempt (no secrets, no traceback)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {exc.verify_message or exc.reason}"
+        why = exc.verify_message or exc.reason
+        return f"TLS certificate verification failed: {why} (check mqtt.tls.ca_file and host)"
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, ConnectionRefusedError):
@@ -360,10 +361,13 @@ class MqttSink:
 
     def _health_json(self, payload: dict[str, Any]) -> str:
         base = {"schema": SCHEMA_VERSION, "device": self.topics.device, "ts": iso_utc(time.time())}
-        return self._json({**base, **payload, "status": self._status, "mqtt": self.stats()})
+        out = {**base, **payload}
+        out.setdefault("status", self._status)
+        out["mqtt"] = {**(payload.get("mqtt") or {}), **self.stats()}  # live, also on re-publish
+        return self._json(out)
 
     def publish_health(self, payload: dict[str, Any]) -> None:
-        """Retained; adds ``schema``/``device``/``ts`` if missing, ``status`` and ``mqtt`` stats."""
+        """Retained; adds ``schema``/``device``/``ts``/``status`` if missing and live ``mqtt`` stats."""
         with self._lock:
             self._last_health = dict(payload)
             if self._ready and self._client is not None:
