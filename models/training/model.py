@@ -1,0 +1,42 @@
+"""The Keras network: a small Conv1D stack over time with the 40 mel bands as channels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def build_model(
+    window_frames: int,
+    n_mels: int,
+    n_classes: int,
+    widths: Sequence[int] = (64, 96, 128, 160),
+    kernel: int = 5,
+    dropout: float = 0.3,
+    l2: float = 1e-4,
+):
+    """Conv1D + BN + ReLU + pooling blocks (separable after the first), GAP, softmax.
+
+    Every op (Conv2D/DepthwiseConv2D after TFLite lowering, MaxPool, Mean,
+    FullyConnected, Softmax) has an int8 kernel in TFLite builtins.
+    """
+    import keras
+    from keras import layers
+
+    reg = keras.regularizers.l2(l2)
+    inp = keras.Input(shape=(window_frames, n_mels), name="logmel")
+    x = inp
+    for i, w in enumerate(widths):
+        if i == 0:
+            x = layers.Conv1D(w, kernel, padding="same", use_bias=False, kernel_regularizer=reg)(x)
+        else:
+            x = layers.SeparableConv1D(
+                w, kernel if i < 2 else 3, padding="same", use_bias=False, pointwise_regularizer=reg
+            )(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
+        x = layers.ReLU()(x)
+        if i < len(widths) - 1:
+            x = layers.MaxPooling1D(2)(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    x = layers.Dropout(dropout)(x)
+    out = layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="emotiond_conv1d")

@@ -1,0 +1,420 @@
+"""``emotiond train``: speaker-independent training, int8 conversion and reports.
+
+    emotiond train --data DIR [--corpora ravdess emodb ...] --out DIR [--seed N]
+
+Steps: load corpora from ``labels.csv`` → split *speakers* into train/val/test
+→ windows via ``emotiond.dsp.frontend.clip_windows`` (clean for every part, plus
+augmented copies of the training speakers only) → Keras Conv1D → checkpoint
+chosen on validation speakers → float32 and full-int8 TFLite → test metrics,
+scored once, per corpus, float vs int8 (int8 through the daemon's
+``EmotionModel``) → ``OUT/emotion_int8.tflite`` + sidecar + ``OUT/report/``.
+
+``--protocol random`` (clip-level random split, for the model card's
+comparison) and ``--protocol loco --holdout CORPUS`` (leave one corpus out)
+run the same recipe under the other protocols.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...dsp.features import FEATURES
+from ...dsp.frontend import WindowParams
+from ..evaluate import clip_prediction, metrics, per_class_table, plot_confusion
+from ..runtime import NORMALISATION, EmotionModel, ModelInfo, sidecar_path
+from .augment import spec_mask
+from .data import CORPORA, LABEL_MAP, LABELS, Clip, data_dir, load_corpora, load_noise, select, speaker_split
+from .featurize import FeatureSet, FrontendParams, extract
+
+MODEL_NAME = "emotiond-conv1d"
+MODEL_VERSION = "1.0.0"
+
+LICENCES = {
+    "ravdess": "CC BY-NC-SA 4.0",
+    "tess": "CC BY-NC-ND 4.0",
+    "savee": "research use only",
+    "emodb": "research use only",
+    "turevdb": "CC BY-NC-ND 4.0",
+    "noise/urbansound8k": "CC BY-NC 3.0 (augmentation only)",
+    "noise/speech_commands": "CC BY 4.0 (augmentation only)",
+    "model": "inherits the non-commercial terms: research / non-commercial use only",
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="emotiond train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="data folder (default: $EMOTIOND_DATA)")
+    p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=CORPORA)
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window-frames", type=int, default=200)
+    p.add_argument("--hop-frames", type=int, default=25)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--widths", default="64,96,128,160", help="channels per conv block")
+    p.add_argument("--aug-copies", type=int, default=2, help="augmented copies of each training clip")
+    p.add_argument("--train-stride", type=int, default=1, help="use every N-th training window per epoch")
+    p.add_argument("--limit", type=int, default=0, help="at most N clips per speaker (quick runs)")
+    p.add_argument("--protocol", choices=("speaker", "random", "loco"), default="speaker")
+    p.add_argument("--holdout", choices=CORPORA, help="corpus left out (--protocol loco)")
+    p.add_argument("--final-fit", action="store_true", help="refit on train+val for the chosen epoch count")
+    p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
+    p.add_argument("--no-int8", action="store_true", help="skip conversion (selection runs)")
+    return p.parse_args(argv)
+
+
+# -- splits ----------------------------------------------------------------------
+
+
+def make_parts(clips: list[Clip], args: argparse.Namespace) -> tuple[dict[str, list[Clip]], dict[str, Any]]:
+    split = speaker_split(clips, seed=args.seed)
+    if args.protocol == "speaker":
+        parts = {k: select(clips, getattr(split, k)) for k in ("train", "val", "test")}
+        return parts, {"protocol": "speaker-independent", **split.to_dict()}
+    if args.protocol == "random":
+        # Same sizes per corpus as the speaker split, but clips drawn at random:
+        # every speaker ends up on both sides (the usual, optimistic protocol).
+        rng = random.Random(args.seed)
+        parts = {"train": [], "val": [], "test": []}
+        for corpus in sorted({c.corpus for c in clips}):
+            cc = [c for c in clips if c.corpus == corpus]
+            sizes = {k: len([c for c in cc if split.part_of(c.speaker) == k]) for k in parts}
+            rng.shuffle(cc)
+            parts["test"] += cc[: sizes["test"]]
+            parts["val"] += cc[sizes["test"] : sizes["test"] + sizes["val"]]
+            parts["train"] += cc[sizes["test"] + sizes["val"] :]
+        return parts, {"protocol": "random clip split (speakers shared)"}
+    if not args.holdout:
+        raise SystemExit("--protocol loco needs --holdout CORPUS")
+    rest = [c for c in clips if c.corpus != args.holdout]
+    parts = {
+        "train": [c for c in rest if split.part_of(c.speaker) in ("train", "test")],
+        "val": [c for c in rest if split.part_of(c.speaker) == "val"],
+        "test": [c for c in clips if c.corpus == args.holdout],
+    }
+    return parts, {"protocol": f"leave-one-corpus-out: {args.holdout}"}
+
+
+def limit_clips(clips: list[Clip], n: int, seed: int) -> list[Clip]:
+    if n <= 0:
+        return clips
+    rng = random.Random(seed)
+    by: dict[str, list[Clip]] = {}
+    for c in clips:
+        by.setdefault(c.speaker, []).append(c)
+    out = []
+    for spk in sorted(by):
+        cs = by[spk][:]
+        rng.shuffle(cs)
+        out += cs[:n]
+    return out
+
+
+# -- training ----------------------------------------------------------------------
+
+
+def window_labels(fs: FeatureSet, clips: Sequence[Clip]) -> np.ndarray:
+    index = {n: i for i, n in enumerate(LABELS)}
+    return np.array([index[clips[i].label] for i in fs.clip], dtype=np.int64)
+
+
+def window_weights(fs: FeatureSet, clips: Sequence[Clip]) -> np.ndarray:
+    """Balance classes within each corpus, and corpora by sqrt of their size."""
+    keys = [(clips[i].corpus, clips[i].label) for i in fs.clip]
+    count: dict[tuple[str, str], int] = {}
+    for k in keys:
+        count[k] = count.get(k, 0) + 1
+    corpus_n: dict[str, int] = {}
+    for (corpus, _), n in count.items():
+        corpus_n[corpus] = corpus_n.get(corpus, 0) + n
+    n_cls = {c: len([1 for k in count if k[0] == c]) for c in corpus_n}
+    w = np.array([np.sqrt(corpus_n[c]) / (n_cls[c] * count[(c, lab)]) for c, lab in keys], dtype=np.float32)
+    return w / w.mean()
+
+
+def predict_clips(predict, fs: FeatureSet, n_clips: int) -> tuple[list[int], list[np.ndarray]]:
+    """Clip predictions (mean of window probabilities); ``NO_WINDOW`` for clips without windows."""
+    probs = predict(fs.x.astype(np.float32)) if len(fs.x) else np.zeros((0, len(LABELS)))
+    preds, clip_probs = [], []
+    for idx in fs.per_clip():
+        clip_probs.append(probs[idx].mean(axis=0) if len(idx) else np.zeros(len(LABELS)))
+        preds.append(clip_prediction(probs[idx]))
+    return preds, clip_probs
+
+
+def score(clips: Sequence[Clip], preds: Sequence[int]) -> dict[str, Any]:
+    index = {n: i for i, n in enumerate(LABELS)}
+    out: dict[str, Any] = {}
+    corpora = sorted({c.corpus for c in clips})
+    for corpus in corpora:
+        sel = [i for i, c in enumerate(clips) if c.corpus == corpus]
+        out[corpus] = metrics([index[clips[i].label] for i in sel], [preds[i] for i in sel], LABELS)
+    sel = [i for i, c in enumerate(clips) if c.corpus != "tess"]
+    if sel:
+        out["all_but_tess"] = metrics([index[clips[i].label] for i in sel], [preds[i] for i in sel], LABELS)
+    return out
+
+
+def summary(scores: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: {"uar": round(v["uar"], 4), "accuracy": round(v["accuracy"], 4), "n": v["n"], "no_window": v["no_window"]}
+        for k, v in scores.items()
+    }
+
+
+def val_objective(scores: dict[str, Any]) -> float:
+    """Mean of per-corpus UAR over the non-TESS corpora with validation speakers."""
+    vals = [v["uar"] for k, v in scores.items() if k not in ("tess", "all_but_tess")]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def train_model(
+    args: argparse.Namespace,
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    val: tuple[FeatureSet, list[Clip]] | None,
+    epochs: int,
+    log=print,
+):
+    import keras
+
+    from .model import build_model
+
+    keras.utils.set_random_seed(args.seed)
+    widths = tuple(int(v) for v in args.widths.split(","))
+    model = build_model(x.shape[1], x.shape[2], len(LABELS), widths=widths)
+    rng = np.random.default_rng(args.seed)
+    stride = max(1, args.train_stride)
+    steps = int(np.ceil(len(x) / stride / args.batch_size))
+    sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4),
+        loss="sparse_categorical_crossentropy",
+        weighted_metrics=["accuracy"],
+    )
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.order = np.arange(len(x))
+            self.on_epoch_end()
+
+        def on_epoch_end(self):
+            perm = rng.permutation(len(x))
+            self.order = perm[: int(np.ceil(len(x) / stride))]
+
+        def __len__(self):
+            return steps
+
+        def __getitem__(self, i):
+            idx = self.order[i * args.batch_size : (i + 1) * args.batch_size]
+            xb = spec_mask(x[idx].astype(np.float32), rng)
+            return xb, y[idx], w[idx]
+
+    history: list[dict[str, Any]] = []
+    snapshots: list[list[np.ndarray]] = []
+    data = Batches()
+    for epoch in range(epochs):
+        t0 = time.time()
+        h = model.fit(data, epochs=1, verbose=0)
+        rec: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": float(h.history["loss"][-1]),
+            "s": round(time.time() - t0, 1),
+        }
+        if val is not None:
+            preds, _ = predict_clips(lambda a: model.predict(a, batch_size=256, verbose=0), val[0], len(val[1]))
+            sc = score(val[1], preds)
+            rec["val_objective"] = val_objective(sc)
+            rec["val"] = {k: round(v["uar"], 4) for k, v in sc.items()}
+        history.append(rec)
+        snapshots.append([v.copy() for v in model.get_weights()])
+        log(json.dumps(rec))
+    chosen: dict[str, Any] = {"how": "last epoch", "epochs": epochs}
+    if val is not None and epochs >= 4:
+        # Averaging the 3 best late checkpoints (by validation) damps the 5-10 point
+        # epoch-to-epoch swing; keep whichever of {best single, average} validates better.
+        late = list(range(epochs // 2, epochs))
+        top = sorted(late, key=lambda e: history[e]["val_objective"], reverse=True)[:3]
+        avg = [np.mean([snapshots[e][k] for e in top], axis=0) for k in range(len(snapshots[0]))]
+        model.set_weights(avg)
+        preds, _ = predict_clips(lambda a: model.predict(a, batch_size=256, verbose=0), val[0], len(val[1]))
+        avg_obj = val_objective(score(val[1], preds))
+        best = top[0]
+        if history[best]["val_objective"] > avg_obj:
+            model.set_weights(snapshots[best])
+            chosen = {
+                "how": "best single epoch on validation",
+                "epoch": best + 1,
+                "val_objective": history[best]["val_objective"],
+            }
+        else:
+            chosen = {
+                "how": "average of best 3 late epochs on validation",
+                "epochs_averaged": [e + 1 for e in top],
+                "val_objective": avg_obj,
+            }
+        log(f"chosen checkpoint: {chosen}")
+    return model, history, chosen
+
+
+# -- main ------------------------------------------------------------------------
+
+
+def _set_threads(n: int) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def concat(sets: Sequence[tuple[FeatureSet, list[Clip]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xs, ys, ws = [], [], []
+    for fs, clips in sets:
+        xs.append(fs.x)
+        ys.append(window_labels(fs, clips))
+        ws.append(window_weights(fs, clips))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``emotiond train``; returns a process exit code."""
+    args = parse_args(argv)
+    t_start = time.time()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    logf = (out / "train.log").open("a")
+
+    def log(msg: str) -> None:
+        line = f"[{time.time() - t_start:7.1f}s] {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    _set_threads(args.threads)
+    root = data_dir(args.data)
+    clips = limit_clips(load_corpora(root, args.corpora), args.limit, args.seed)
+    parts, split_info = make_parts(clips, args)
+    for k, v in parts.items():
+        log(f"{k}: {len(v)} clips, {len({c.speaker for c in v})} speakers")
+    fp = FrontendParams(window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames))
+    noise = [p for p, _cls, fold in load_noise(root) if fold != "fold2"]  # fold2 kept for noisy tests
+    feats = {k: extract(v, fp, args.cache, k, workers=args.workers, log=log) for k, v in parts.items()}
+    log("clean windows: " + ", ".join(f"{k}={len(f.x)}" for k, f in feats.items()))
+    train_sets = [(feats["train"], parts["train"])]
+    for copy in range(args.aug_copies):
+        fs = extract(
+            parts["train"],
+            fp,
+            args.cache,
+            f"train-aug{copy}",
+            augment_seed=1000 * args.seed + copy + 1,
+            noise_paths=noise,
+            workers=args.workers,
+            log=log,
+        )
+        train_sets.append((fs, parts["train"]))
+        log(f"augmented copy {copy}: {len(fs.x)} windows")
+    x, y, w = concat(train_sets)
+    log(f"training windows: {len(x)}")
+    val = (feats["val"], parts["val"]) if parts["val"] else None
+    model, history, chosen = train_model(args, x, y, w, val, args.epochs, log)
+    if args.final_fit and val is not None:
+        n_ep = chosen.get("epoch") or max(chosen.get("epochs_averaged", [args.epochs]))
+        log(f"final fit on train+val for {n_ep} epochs")
+        x2, y2, w2 = concat([*train_sets, val])
+        model, _, _ = train_model(args, x2, y2, w2, None, int(n_ep), log)
+        chosen = {"selection": chosen, "final": f"refit on train+val speakers, {n_ep} epochs, last epoch"}
+    model.save(out / "model.keras")
+
+    results: dict[str, Any] = {"chosen": chosen, "history": history, "train_windows": len(x)}
+
+    def kpredict(a):
+        return model.predict(a, batch_size=256, verbose=0)
+
+    if val is not None:
+        vp, _ = predict_clips(kpredict, feats["val"], len(parts["val"]))
+        results["val_float"] = summary(score(parts["val"], vp))
+    tp, _ = predict_clips(kpredict, feats["test"], len(parts["test"]))
+    test_float = score(parts["test"], tp)
+    results["test_float"] = summary(test_float)
+    log(f"test (float Keras): {json.dumps(results['test_float'])}")
+
+    extra: dict[str, Any] = {
+        "hop_frames": args.hop_frames,
+        "min_frames": fp.window.min_frames,
+        "vad": asdict(fp.vad),
+        "gate": asdict(fp.gate),
+        "clip_prediction": "mean of window probabilities",
+        "label_map": {k: v for k, v in LABEL_MAP.items()},
+        "split": split_info,
+        "corpora": list(args.corpora),
+        "licences": LICENCES,
+        "license_summary": "non-commercial: trained on CC BY-NC-SA / CC BY-NC-ND / research-use corpora",
+        "params": int(model.count_params()),
+    }
+    if not args.no_int8:
+        from ...converter.convert import convert
+
+        rep = feats["train"].x.astype(np.float32)
+        sizes = convert(model, rep, out / "emotion_int8.tflite", out / "emotion_float32.tflite")
+        extra["size_bytes"] = sizes
+        info = ModelInfo(
+            MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, NORMALISATION, extra
+        )
+        sidecar_path(out / "emotion_int8.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
+        sidecar_path(out / "emotion_float32.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
+        scores = {}
+        for kind in ("float32", "int8"):
+            em = EmotionModel(out / f"emotion_{kind}.tflite", num_threads=1)
+            p, _ = predict_clips(
+                lambda a, em=em: np.array([em.predict(v) for v in a]), feats["test"], len(parts["test"])
+            )
+            scores[kind] = score(parts["test"], p)
+            results[f"test_tflite_{kind}"] = summary(scores[kind])
+        results["int8_minus_float_uar"] = {
+            k: round(scores["int8"][k]["uar"] - scores["float32"][k]["uar"], 4) for k in scores["int8"]
+        }
+        log(f"test (int8 TFLite): {json.dumps(results['test_tflite_int8'])}")
+        log(f"int8 - float UAR: {results['int8_minus_float_uar']}")
+        report = out / "report"
+        report.mkdir(exist_ok=True)
+        tables = []
+        for corpus, m in scores["int8"].items():
+            plot_confusion(m, report / f"confusion_{corpus}.png", f"{corpus} test speakers (int8): UAR {m['uar']:.3f}")
+            tables.append(f"## {corpus}\n\n" + per_class_table(m))
+        (report / "per_class.md").write_text("# Per-class metrics, int8 model, test speakers\n\n" + "\n".join(tables))
+        (report / "metrics_full.json").write_text(json.dumps({k: scores[k] for k in scores}, indent=1) + "\n")
+        extra["metrics"] = {
+            "test_uar_int8": {k: v["uar"] for k, v in results["test_tflite_int8"].items()},
+            "test_uar_float32": {k: v["uar"] for k, v in results["test_tflite_float32"].items()},
+            "test_no_window_clips": {k: v["no_window"] for k, v in results["test_tflite_int8"].items()},
+        }
+        info = ModelInfo(
+            MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, NORMALISATION, extra
+        )
+        sidecar_path(out / "emotion_int8.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
+    results["wall_time_s"] = round(time.time() - t_start, 1)
+    results["args"] = {k: str(v) for k, v in vars(args).items()}
+    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    log(f"done in {results['wall_time_s']} s → {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())
