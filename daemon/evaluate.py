@@ -1,0 +1,478 @@
+"""``emotiond eval``: score the shipped model the way the daemon runs it.
+
+Two paths, same model, same settings:
+
+* ``--mode clip`` (default) is the offline path: ``daemon.classify.classify_signal``,
+  i.e. every window ``dsp.frontend.clip_windows`` cuts from the whole clip, and
+  the mean of their probabilities.
+* ``--mode stream`` is the live path: the clip, with about one second of
+  low-level background before and after it (so the VAD warms up and the noise
+  gate learns a profile, as on a live microphone), is pushed in
+  ``source.block_ms`` blocks through ``daemon.pipeline.Pipeline`` exactly as the
+  daemon wires it (frontend → model → smoother → sinks). The clip's prediction
+  is the mean of its *utterance events'* probabilities weighted by each
+  utterance's duration; a clip without any utterance event counts as wrong and
+  is counted in ``no_event``.
+* ``--mode both`` runs both and prints them side by side with the gap
+  (stream − clip UAR).
+
+``--noise white|pink|babble|FILE --snr 20,10,5,0`` mixes noise into every clip
+at each SNR, *speech-weighted*: signal and noise power are both measured over
+the clip's speech-active 20 ms frames (those within 30 dB of the loudest
+frame), so a clip's silences do not dilute its SNR. Each SNR is scored with
+the denoise stage on and off.
+
+Manifest: CSV with header ``path,label`` (optional ``speaker``), paths relative
+to the manifest's folder; rows whose label the model does not know are counted
+in ``skipped`` and left out. The metrics and manifest reader are those of
+``models/evaluate.py`` (the training-side evaluator), so the numbers agree.
+
+No TensorFlow here, and librosa is never imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import exitcodes
+from ..dsp.audio import AudioFileError, load_mono_16k
+from ..dsp.features import SAMPLE_RATE
+from ..models.evaluate import metrics, per_class_table, read_manifest
+
+PAD_S = 1.0  # background added before and after each clip in stream mode
+PAD_MAX_DBFS = -62.0  # below the VAD's energy floor (vad.min_rms_dbfs, -60) so padding is never speech
+PAD_MIN_DBFS = -90.0
+ACTIVE_FRAME = 320  # 20 ms frames for the speech-active level
+ACTIVE_RANGE_DB = 30.0  # frames within this of the loudest are speech-active
+
+
+# -- manifest ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    label: str
+    speaker: str = ""
+
+
+def load_clips(manifest: Path, labels: Sequence[str]) -> tuple[list[Clip], dict[str, int]]:
+    """Rows with a known label, and ``{label: count}`` of the rows skipped."""
+    manifest = Path(manifest)
+    known = set(labels)
+    clips: list[Clip] = []
+    skipped: dict[str, int] = {}
+    for row in read_manifest(manifest):
+        label = (row.get("label") or "").strip()
+        if label not in known:
+            skipped[label] = skipped.get(label, 0) + 1
+            continue
+        path = Path(row["path"])
+        if not path.is_absolute():
+            path = manifest.parent / path
+        clips.append(Clip(path, label, (row.get("speaker") or "").strip()))
+    return clips, skipped
+
+
+# -- noise ---------------------------------------------------------------------
+
+
+def frame_power(x: np.ndarray, frame: int = ACTIVE_FRAME) -> np.ndarray:
+    n = len(x) // frame
+    if n == 0:
+        return np.array([float(np.mean(x * x))]) if len(x) else np.zeros(1)
+    return np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1)
+
+
+def active_mask(speech: np.ndarray, frame: int = ACTIVE_FRAME, range_db: float = ACTIVE_RANGE_DB) -> np.ndarray:
+    """Per-sample mask of the speech-active frames: within ``range_db`` of the loudest frame."""
+    power = frame_power(speech, frame)
+    floor = power.max() * 10 ** (-range_db / 10)
+    active = power >= max(floor, 1e-12)
+    mask = np.repeat(active, frame)
+    if len(mask) < len(speech):
+        mask = np.concatenate([mask, np.zeros(len(speech) - len(mask), dtype=bool)])
+    if not mask.any():
+        mask[:] = True
+    return mask[: len(speech)]
+
+
+def speech_snr_db(speech: np.ndarray, noise: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """SNR over the speech-active samples of ``speech`` (both powers on the same samples)."""
+    mask = active_mask(speech) if mask is None else mask
+    ps = float(np.mean(speech[mask] ** 2))
+    pn = float(np.mean(noise[mask] ** 2))
+    return 10 * np.log10(ps / max(pn, 1e-20))
+
+
+def scale_noise(speech: np.ndarray, noise: np.ndarray, snr_db: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """``noise`` scaled so that ``speech_snr_db(speech, result) == snr_db``."""
+    current = speech_snr_db(speech, noise, mask)
+    return noise * 10 ** ((current - snr_db) / 20)
+
+
+def white_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.normal(0.0, 1.0, n)
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """1/f power noise, unit RMS."""
+    white = rng.normal(0.0, 1.0, n)
+    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, n // 2 + 2)), n=n)
+    return pink / max(float(np.sqrt(np.mean(pink**2))), 1e-12)
+
+
+def loop_to(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``x`` repeated and cut to ``n`` samples from a random offset."""
+    if len(x) == 0:
+        return np.zeros(n)
+    reps = int(np.ceil((n + len(x)) / len(x)))
+    tiled = np.tile(x, reps)
+    start = int(rng.integers(0, len(x)))
+    return tiled[start : start + n]
+
+
+class NoiseMaker:
+    """Noise of a given kind for a given length; babble sums other clips of the manifest."""
+
+    def __init__(self, kind: str, pool: Sequence[Path] = (), seed: int = 0, talkers: int = 5) -> None:
+        self.kind = kind
+        self.rng = np.random.default_rng(seed)
+        self.pool = list(pool)
+        self.talkers = talkers
+        self._file: np.ndarray | None = None
+        self._cache: dict[Path, np.ndarray] = {}
+        if kind not in ("white", "pink", "babble"):
+            self._file = load_mono_16k(kind)
+        elif kind == "babble" and len(self.pool) < 2:
+            raise ValueError("babble needs at least 2 clips in the manifest")
+
+    def _clip(self, path: Path) -> np.ndarray:
+        if path not in self._cache:
+            x = load_mono_16k(path)
+            mask = active_mask(x)
+            self._cache[path] = x / max(float(np.sqrt(np.mean(x[mask] ** 2))), 1e-9)  # equal speech level
+        return self._cache[path]
+
+    def __call__(self, n: int, exclude: Path | None = None) -> np.ndarray:
+        if self.kind == "white":
+            return white_noise(n, self.rng)
+        if self.kind == "pink":
+            return pink_noise(n, self.rng)
+        if self._file is not None:
+            return loop_to(self._file, n, self.rng)
+        others = [p for p in self.pool if p != exclude] or self.pool
+        chosen = self.rng.choice(len(others), size=min(self.talkers, len(others)), replace=False)
+        return np.sum([loop_to(self._clip(others[i]), n, self.rng) for i in chosen], axis=0)
+
+
+def pad_level(x: np.ndarray) -> float:
+    """RMS of the clip's own background: its quietest 10% of 20 ms frames, kept below the VAD floor."""
+    power = frame_power(x)
+    db = 10 * np.log10(float(np.percentile(power, 10)) + 1e-20)
+    return 10 ** (float(np.clip(db, PAD_MIN_DBFS, PAD_MAX_DBFS)) / 20)
+
+
+def padded(x: np.ndarray, rng: np.random.Generator, pad_s: float = PAD_S) -> tuple[np.ndarray, int]:
+    """The clip with ``pad_s`` of low-level noise on both sides, and the clip's offset in it."""
+    n = int(pad_s * SAMPLE_RATE)
+    level = pad_level(x)
+    out = np.concatenate([np.zeros(n), x, np.zeros(n)])
+    out = out + rng.normal(0.0, level, len(out))
+    return out, n
+
+
+# -- the two paths --------------------------------------------------------------
+
+
+class CaptureSink:
+    """A sink that keeps every payload (the daemon's sinks interface)."""
+
+    def __init__(self) -> None:
+        self.emotions: list[dict[str, Any]] = []
+        self.utterances: list[dict[str, Any]] = []
+        self.statuses: list[str] = []
+
+    def start(self) -> None:
+        pass
+
+    def publish_emotion(self, payload: dict[str, Any]) -> None:
+        self.emotions.append(payload)
+
+    def publish_utterance(self, payload: dict[str, Any]) -> None:
+        self.utterances.append(payload)
+
+    def set_status(self, status: str) -> None:
+        self.statuses.append(status)
+
+    def publish_health(self, payload: dict[str, Any]) -> None:
+        pass
+
+    def close(self, timeout_s: float) -> None:
+        pass
+
+
+def build_pipeline(settings: Any, model: Any, sinks: Sequence[Any] = (), on_utterance: Callable | None = None):
+    """A ``Pipeline`` wired exactly as ``Daemon.start`` wires it (minus the network sinks)."""
+    from ..dsp.smoother import Smoother
+    from .payloads import PayloadFactory
+    from .pipeline import Pipeline
+    from .service import build_frontend
+
+    frontend = build_frontend(settings, model)
+    smoother = Smoother(model.labels, settings.smoother.params())
+    return Pipeline(frontend, model, smoother, PayloadFactory(settings.mqtt.device()), list(sinks), on_utterance)
+
+
+def run_stream(settings: Any, model: Any, signal: np.ndarray) -> tuple[list[dict[str, Any]], Any]:
+    """Push ``signal`` through a fresh pipeline in ``source.block_ms`` blocks; the utterance payloads."""
+    sink = CaptureSink()
+    pipe = build_pipeline(settings, model, [sink])
+    block = max(1, settings.source.block_ms * SAMPLE_RATE // 1000)
+    for i in range(0, len(signal), block):
+        pipe.process(signal[i : i + block])
+    pipe.finish()
+    return sink.utterances, pipe
+
+
+def stream_probabilities(utterances: Sequence[dict[str, Any]], labels: Sequence[str]) -> np.ndarray | None:
+    """Duration-weighted mean of the utterance events' probabilities (None without events)."""
+    if not utterances:
+        return None
+    probs = np.array([[u["probabilities"][k] for k in labels] for u in utterances], dtype=np.float64)
+    weights = np.array([max(float(u["duration_s"]), 1e-3) for u in utterances])
+    return (probs * weights[:, None]).sum(axis=0) / weights.sum()
+
+
+def clip_probabilities(settings: Any, model: Any, signal: np.ndarray) -> np.ndarray | None:
+    from .classify import classify_signal
+
+    result = classify_signal(model, settings, signal)
+    if not result["windows"]:
+        return None
+    return np.array([result["probabilities"][k] for k in model.labels])
+
+
+def with_denoise(settings: Any, enabled: bool) -> Any:
+    if settings.denoise.enabled == enabled:
+        return settings
+    return settings.model_copy(update={"denoise": settings.denoise.model_copy(update={"enabled": enabled})})
+
+
+# -- scoring -------------------------------------------------------------------
+
+
+def score(
+    settings: Any,
+    model: Any,
+    clips: Sequence[Clip],
+    mode: str,
+    noise: NoiseMaker | None = None,
+    snr_db: float | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics of one path (``clip`` or ``stream``) over the clips, optionally with noise mixed in."""
+    labels = list(model.labels)
+    index = {k: i for i, k in enumerate(labels)}
+    rng = np.random.default_rng(seed)  # same padding / noise draw for every mode and setting
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    misses: list[str] = []
+    per_speaker: dict[str, list[int]] = {}
+    n_events = 0
+    t0 = time.process_time()
+    audio_s = 0.0
+    for clip in clips:
+        x = load_mono_16k(clip.path)
+        if mode == "stream":
+            sig, offset = padded(x, rng)
+        else:
+            sig, offset = x, 0
+        if noise is not None and snr_db is not None:
+            mask = np.zeros(len(sig), dtype=bool)
+            mask[offset : offset + len(x)] = active_mask(x)
+            sig = sig + scale_noise(sig, noise(len(sig), exclude=clip.path), snr_db, mask)
+        audio_s += len(sig) / SAMPLE_RATE
+        if mode == "stream":
+            events, _ = run_stream(settings, model, sig)
+            n_events += len(events)
+            probs = stream_probabilities(events, labels)
+        else:
+            probs = clip_probabilities(settings, model, sig)
+        pred = -1 if probs is None else int(np.argmax(probs))
+        if pred < 0:
+            misses.append(str(clip.path))
+        y_true.append(index[clip.label])
+        y_pred.append(pred)
+        if clip.speaker:
+            per_speaker.setdefault(clip.speaker, []).append(int(pred == y_true[-1]))
+    result = metrics(y_true, y_pred, labels)
+    unpredicted = result.pop("no_window")
+    result["mode"] = mode
+    if mode == "stream":
+        result["no_event"] = unpredicted
+        result["no_event_clips"] = misses[:50]
+        result["utterance_events"] = n_events
+        result["prediction"] = "duration-weighted mean of utterance-event probabilities"
+    else:
+        result["no_window"] = unpredicted
+        result["no_window_clips"] = misses[:50]
+        result["prediction"] = "mean of window probabilities (classify_signal)"
+    if per_speaker:
+        result["per_speaker_accuracy"] = {s: float(np.mean(v)) for s, v in sorted(per_speaker.items())}
+    result["cpu_s"] = round(time.process_time() - t0, 3)
+    result["audio_s"] = round(audio_s, 3)
+    return result
+
+
+def _short(r: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n", "accuracy", "uar", "macro_f1", "no_event", "no_window")
+    return {k: r[k] for k in keys if k in r}
+
+
+# -- command line ----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emotiond eval", description="Score a labelled manifest (path,label[,speaker]).")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--mode", choices=("clip", "stream", "both"), default="clip")
+    p.add_argument("--json", type=Path, help="write the full result here")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--noise", help="white, pink, babble or a noise audio file")
+    p.add_argument("--snr", default="20,10,5,0", help="comma-separated SNRs in dB (with --noise)")
+    p.add_argument("--report", type=Path, help="folder for per_class.md, confusion.png, noise.md")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="score only the first N usable rows")
+    return p
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def side_by_side(results: dict[str, dict[str, Any]]) -> str:
+    modes = list(results)
+    rows = ["n", "accuracy", "uar", "macro_f1"]
+    lines = [f"{'':<10}" + "".join(f"{m:>10}" for m in modes) + ("      gap" if len(modes) == 2 else "")]
+    for key in rows:
+        vals = [results[m][key] for m in modes]
+        line = f"{key:<10}" + "".join(f"{_fmt(v):>10}" for v in vals)
+        if len(modes) == 2 and key != "n":
+            line += f"{vals[1] - vals[0]:>+9.3f}"
+        lines.append(line)
+    for m in modes:
+        miss = results[m].get("no_event", results[m].get("no_window", 0))
+        lines.append(f"{m}: {miss} clip(s) without {'an utterance event' if m == 'stream' else 'a window'}")
+    labels = results[modes[0]]["labels"]
+    lines.append("per-class recall: " + ", ".join(
+        f"{k} " + "/".join(f"{results[m]['per_class'][k]['recall']:.2f}" for m in modes) for k in labels))
+    return "\n".join(lines)
+
+
+def noise_table(noise: dict[str, Any]) -> str:
+    modes = noise["modes"]
+    head = "| SNR dB | " + " | ".join(f"{m} UAR denoise on | {m} UAR off | {m} acc on | {m} acc off" for m in modes)
+    lines = [head + " |", "|---" * (1 + 4 * len(modes)) + "|"]
+    for snr, by in noise["by_snr"].items():
+        cells = []
+        for m in modes:
+            on, off = by["denoise_on"][m], by["denoise_off"][m]
+            cells += [f"{on['uar']:.3f}", f"{off['uar']:.3f}", f"{on['accuracy']:.3f}", f"{off['accuracy']:.3f}"]
+        lines.append(f"| {snr} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def eval_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import ConfigError, load_settings
+    from .service import StartupError, load_model
+
+    try:
+        settings = load_settings(args.config, args.overrides)
+        model = load_model(settings)
+    except (ConfigError, StartupError) as exc:
+        print(f"emotiond eval: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", exitcodes.CONFIG)
+    try:
+        clips, skipped = load_clips(args.manifest, model.labels)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"emotiond eval: {args.manifest}: {exc}", file=sys.stderr)
+        return exitcodes.NOINPUT if isinstance(exc, FileNotFoundError) else exitcodes.DATAERR
+    if args.limit:
+        clips = clips[: args.limit]
+    if not clips:
+        print(f"emotiond eval: {args.manifest}: no row has a label the model knows ({', '.join(model.labels)})",
+              file=sys.stderr)
+        return exitcodes.DATAERR
+    modes = ["clip", "stream"] if args.mode == "both" else [args.mode]
+    out: dict[str, Any] = {
+        "manifest": str(args.manifest),
+        "model": str(model.path),
+        "model_name": model.info.name,
+        "model_version": model.info.version,
+        "labels": list(model.labels),
+        "skipped": {"n": sum(skipped.values()), "labels": skipped},
+        "denoise": settings.denoise.enabled,
+    }
+    try:
+        results = {m: score(settings, model, clips, m, seed=args.seed) for m in modes}
+        for r in results.values():
+            r["skipped"] = out["skipped"]
+        out["results"] = results
+        if len(modes) == 2:
+            out["gap_uar"] = results["stream"]["uar"] - results["clip"]["uar"]
+            out["gap_accuracy"] = results["stream"]["accuracy"] - results["clip"]["accuracy"]
+        if args.noise:
+            snrs = [float(s) for s in args.snr.split(",") if s.strip()]
+            by_snr: dict[str, Any] = {}
+            for snr in snrs:
+                key = f"{snr:g}"
+                by_snr[key] = {}
+                for enabled in (True, False):
+                    s = with_denoise(settings, enabled)
+                    maker = NoiseMaker(args.noise, [c.path for c in clips], seed=args.seed)
+                    by_snr[key]["denoise_on" if enabled else "denoise_off"] = {
+                        m: _short(score(s, model, clips, m, maker, snr, seed=args.seed)) for m in modes
+                    }
+                print(f"noise {args.noise} at {key} dB: " + ", ".join(
+                    f"{m} UAR {by_snr[key]['denoise_on'][m]['uar']:.3f} (denoise on) / "
+                    f"{by_snr[key]['denoise_off'][m]['uar']:.3f} (off)" for m in modes), file=sys.stderr)
+            out["noise"] = {"kind": args.noise, "snr_db": snrs, "modes": modes,
+                            "snr_definition": "speech-active 20 ms frames (within 30 dB of the loudest)",
+                            "by_snr": by_snr}
+    except AudioFileError as exc:
+        print(f"emotiond eval: {exc}", file=sys.stderr)
+        return exitcodes.NOINPUT if exc.missing else exitcodes.DATAERR
+    out["n"] = len(clips)
+    print(f"model {model.info.name} {model.info.version}: {len(clips)} clips, "
+          f"{out['skipped']['n']} row(s) skipped (labels not in the model)")
+    print(side_by_side(results))
+    if "noise" in out:
+        print(noise_table(out["noise"]))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    if args.report:
+        args.report.mkdir(parents=True, exist_ok=True)
+        for m, r in results.items():
+            (args.report / f"per_class_{m}.md").write_text(per_class_table(r))
+            try:
+                from ..models.evaluate import plot_confusion
+
+                plot_confusion(r, args.report / f"confusion_{m}.png", f"{m}: UAR {r['uar']:.3f}, n={r['n']}")
+            except ImportError:
+                pass
+        if "noise" in out:
+            (args.report / "noise.md").write_text(noise_table(out["noise"]))
+    return exitcodes.OK

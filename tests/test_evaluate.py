@@ -1,0 +1,144 @@
+"""``emotiond eval``: clip / stream / both on generated speech, noise mixing at a requested SNR."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from emotiond.daemon.evaluate import (
+    NoiseMaker,
+    active_mask,
+    eval_main,
+    padded,
+    scale_noise,
+    stream_probabilities,
+)
+from emotiond.models.runtime import EmotionModel, ModelError
+
+from tests.fixtures_audio import SR, espeak, pink_noise
+
+SENTENCES = [
+    ("angry", "Get out of my house right now!", 60),
+    ("happy", "What a wonderful surprise, thank you so much.", 80),
+    ("neutral", "The train leaves at half past nine.", 50),
+    ("sad", "I miss the old days when we were all together.", 30),
+]
+
+
+@pytest.fixture(scope="session")
+def usable_model(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared model fixture, or a tiny one when the committed model is refused (e.g. stale sidecar)."""
+    try:
+        EmotionModel(model_path)
+        return model_path
+    except ModelError:
+        from tests.fixtures_model import build_tiny_int8_model
+
+        return build_tiny_int8_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def manifest(have_espeak: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    (root / "clips").mkdir()
+    rng = np.random.default_rng(1)
+    rows = []
+    for i, (label, text, pitch) in enumerate(SENTENCES):
+        x = espeak(text, pitch=pitch)
+        x = np.concatenate([np.zeros(SR // 2), x, np.zeros(SR // 2)]) + pink_noise(len(x) + SR, rng, -60)
+        sf.write(str(root / "clips" / f"{i}.wav"), x, SR, subtype="PCM_16")
+        rows.append(f"clips/{i}.wav,{label},spk{i % 2}")
+    # near-silence: no window offline, no utterance event live
+    sf.write(str(root / "clips" / "quiet.wav"), pink_noise(2 * SR, rng, -75), SR, subtype="PCM_16")
+    rows.append("clips/quiet.wav,neutral,spk0")
+    rows.append("clips/0.wav,boredom,spk0")  # not in the model's labels: skipped
+    (root / "manifest.csv").write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def _run(manifest: Path, model: Path, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "result.json"
+    code = eval_main([str(manifest), "--json", str(out), "--set", f"model.path={model}",
+                      "--set", "mqtt.enabled=false", *extra])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def _check(r: dict, labels: list[str], n: int) -> None:
+    assert r["n"] == n
+    for key in ("accuracy", "uar", "macro_f1"):
+        assert 0.0 <= r[key] <= 1.0
+    assert set(r["per_class"]) == set(labels)
+    for m in r["per_class"].values():
+        assert set(m) == {"precision", "recall", "f1", "support"}
+    assert np.asarray(r["confusion"]).shape == (len(labels), len(labels))
+    assert np.asarray(r["confusion"]).sum() + r.get("no_event", r.get("no_window", 0)) == n
+    assert r["skipped"]["n"] == 1 and r["skipped"]["labels"] == {"boredom": 1}
+
+
+def test_eval_both_modes(manifest: Path, usable_model: Path, tmp_path: Path, capsys) -> None:
+    out = _run(manifest, usable_model, tmp_path, "--mode", "both", "--report", str(tmp_path / "rep"))
+    labels = out["labels"]
+    clip, stream = out["results"]["clip"], out["results"]["stream"]
+    _check(clip, labels, 5)
+    _check(stream, labels, 5)
+    assert clip["no_window"] == 1 and stream["no_event"] == 1
+    assert any(p.endswith("quiet.wav") for p in stream["no_event_clips"])
+    assert stream["utterance_events"] >= 4
+    assert out["gap_uar"] == pytest.approx(stream["uar"] - clip["uar"])
+    assert "gap" in capsys.readouterr().out
+    assert (tmp_path / "rep" / "per_class_stream.md").is_file()
+
+
+def test_eval_stream_with_noise(manifest: Path, usable_model: Path, tmp_path: Path) -> None:
+    out = _run(manifest, usable_model, tmp_path, "--mode", "stream", "--noise", "pink", "--snr", "10")
+    by = out["noise"]["by_snr"]["10"]
+    assert set(by) == {"denoise_on", "denoise_off"}
+    for r in by.values():
+        assert r["stream"]["n"] == 5 and 0.0 <= r["stream"]["uar"] <= 1.0
+
+
+def test_eval_bad_manifest(tmp_path: Path, usable_model: Path) -> None:
+    (tmp_path / "m.csv").write_text("path,label\nx.wav,boredom\n")
+    assert eval_main([str(tmp_path / "m.csv"), "--set", f"model.path={usable_model}"]) != 0
+
+
+def _independent_snr(speech: np.ndarray, noise: np.ndarray) -> float:
+    frame = 320
+    n = len(speech) // frame
+    p = (speech[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
+    active = p >= p.max() / 1000  # within 30 dB of the loudest 20 ms frame
+    idx = np.repeat(active, frame)
+    s, v = speech[: n * frame][idx], noise[: n * frame][idx]
+    return 10 * np.log10(np.mean(s**2) / np.mean(v**2))
+
+
+@pytest.mark.parametrize("kind", ["white", "pink", "babble"])
+@pytest.mark.parametrize("snr", [20.0, 5.0, 0.0])
+def test_mixing_hits_snr(kind: str, snr: float, manifest: Path) -> None:
+    speech = espeak("Measure the noise over the spoken part only.")
+    speech = np.concatenate([np.zeros(SR), speech, np.zeros(SR)])  # silences must not dilute the SNR
+    pool = sorted((manifest.parent / "clips").glob("[0-9].wav"))
+    noise = NoiseMaker(kind, pool, seed=3)(len(speech))
+    scaled = scale_noise(speech, noise, snr)
+    assert abs(_independent_snr(speech, scaled) - snr) < 0.5
+
+
+def test_padding_stays_below_vad_floor() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.3, SR)  # loud clip without any silence
+    sig, offset = padded(x, rng)
+    assert offset == SR and len(sig) == 3 * SR
+    assert 20 * np.log10(np.std(sig[:offset])) < -60
+    assert active_mask(np.concatenate([np.zeros(SR), x])).sum() >= SR
+
+
+def test_stream_prediction_is_duration_weighted() -> None:
+    labels = ["a", "b"]
+    events = [{"probabilities": {"a": 1.0, "b": 0.0}, "duration_s": 3.0},
+              {"probabilities": {"a": 0.0, "b": 1.0}, "duration_s": 1.0}]
+    assert stream_probabilities(events, labels) == pytest.approx([0.75, 0.25])
+    assert stream_probabilities([], labels) is None
