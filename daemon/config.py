@@ -165,6 +165,8 @@ class MqttSettings(_Section):
     def _password_source(self) -> MqttSettings:
         if self.password is not None and self.password_file is not None:
             raise ValueError("set password or password_file, not both")
+        if self.password_file is not None and not self.password_file.is_file():
+            raise ValueError(f"password_file {self.password_file} does not exist")
         return self
 
     def device(self) -> str:
@@ -223,10 +225,17 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> Non
 
 
 def _scalar(text: str, origin: str) -> Any:
+    """A YAML scalar (``3``, ``true``, ``null``); flow lists/maps only when written as such.
+
+    A bare ``-`` (stdin) or ``a: b`` stays the string it looks like.
+    """
     try:
-        return yaml.safe_load(text) if text.strip() else None
+        value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         return text
+    if isinstance(value, list | dict) and not text.lstrip().startswith(("[", "{")):
+        return text
+    return value
 
 
 def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import resource
 import signal
 import threading
@@ -31,7 +32,7 @@ from .notify import ServiceNotifier
 from .payloads import STATUS_DEGRADED, STATUS_ONLINE, PayloadFactory, Topics
 from .pipeline import Pipeline
 from .sinks import Sink, StdoutSink
-from .sources import ArraySource, AudioSource, BlockRing, DeviceLost, FileSource, SourceError, StdinSource
+from .sources import ArraySource, AudioSource, DeviceLost, FileSource, SourceError, StdinSource
 
 log = logging.getLogger("emotiond")
 
@@ -87,18 +88,19 @@ def make_source(settings: Settings, fast: bool = False) -> AudioSource:
 
 
 class ThreadedSource:
-    """Runs a blocking reader (stdin) on its own thread so signals and the watchdog never wait on it."""
+    """Runs a blocking reader (stdin) on its own thread so signals and the watchdog never wait on it.
+
+    Unlike the microphone ring it never drops: a full queue blocks the reader,
+    and the pipe pushes back on the writer, so no piped audio is lost.
+    """
 
     def __init__(self, inner: AudioSource, buffer_s: float, block_ms: int) -> None:
         self.inner = inner
         self.name = inner.name
-        self._ring = BlockRing(max(1, int(buffer_s * 1000 / block_ms)))
+        self._queue: queue.Queue[np.ndarray] = queue.Queue(max(1, int(buffer_s * 1000 / block_ms)))
         self._done = threading.Event()
         self._error: BaseException | None = None
-
-    @property
-    def overruns(self) -> int:
-        return self._ring.overruns
+        self.overruns = 0
 
     def open(self) -> None:
         self.inner.open()
@@ -107,7 +109,7 @@ class ThreadedSource:
     def _pump(self) -> None:
         try:
             for block in self.inner.blocks():
-                self._ring.put(block)
+                self._queue.put(block)
         except BaseException as exc:  # handed to the main thread
             self._error = exc
         finally:
@@ -115,19 +117,16 @@ class ThreadedSource:
 
     def blocks(self) -> Iterator[np.ndarray]:
         while True:
-            block = self._ring.get(timeout=0.5)
-            if block is not None:
-                yield block
-            elif self._done.is_set():
-                block = self._ring.get(timeout=0)
-                if block is not None:
-                    yield block
-                    continue
+            try:
+                yield self._queue.get(timeout=0.5)
+                continue
+            except queue.Empty:
+                pass
+            if self._done.is_set() and self._queue.empty():
                 if self._error is not None:
                     raise self._error
                 return
-            else:
-                yield np.zeros(0)
+            yield np.zeros(0)  # keeps the watchdog and timers going while the pipe is quiet
 
     def close(self) -> None:
         self.inner.close()
@@ -227,6 +226,13 @@ class Daemon:
     # -- start-up ----------------------------------------------------------
 
     def start(self) -> None:
+        """Open the input and load the model; errors here are one line and an exit code."""
+        self.notifier.status("opening audio input")
+        try:
+            self.source = self._open_source()
+        except DeviceLost as exc:  # waiting for a microphone is allowed by config
+            log.warning("%s; waiting for it", exc)
+            self.source = None
         self.notifier.status("loading model")
         self.model = load_model(self.settings)
         frontend = build_frontend(self.settings, self.model)
@@ -260,7 +266,8 @@ class Daemon:
         try:
             while not self._stop:
                 try:
-                    self.source = self._open_source()
+                    if self.source is None:
+                        self.source = self._open_source()
                 except DeviceLost as exc:
                     self._degraded(f"waiting for the microphone: {exc}")
                     self._sleep(backoff)
@@ -277,6 +284,7 @@ class Daemon:
                     continue
                 finally:
                     self.source.close()
+                    self.source = None
                 if finished:
                     self.pipeline.finish()
                     break

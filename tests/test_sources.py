@@ -1,0 +1,152 @@
+"""Audio sources: files of any format, stdin PCM, and real PyAudio capture from an ALSA file PCM."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emotiond.daemon.sources import FileSource, NoInputError, SourceError, StdinSource
+
+SR = 16_000
+
+
+def tone(rate: int, seconds: float, hz: float = 440.0) -> np.ndarray:
+    return 0.3 * np.sin(2 * np.pi * hz * np.arange(int(rate * seconds)) / rate)
+
+
+def peak_hz(x: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(x[:SR] * np.hanning(SR)))
+    return float(np.argmax(spec)) * SR / SR
+
+
+def read_all(source) -> np.ndarray:
+    source.open()
+    try:
+        return np.concatenate(list(source.blocks()))
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "subtype", "ext"),
+    [(44100, 2, "PCM_16", "wav"), (8000, 1, "PCM_16", "wav"), (48000, 1, "PCM_24", "flac"), (22050, 1, "FLOAT", "wav"),
+     (16000, 1, "VORBIS", "ogg")],
+)
+def test_file_source_resamples_any_format_to_16k_mono(tmp_path: Path, rate: int, channels: int, subtype: str, ext: str):
+    x = tone(rate, 2.0)
+    data = np.stack([x] * channels, axis=1) if channels > 1 else x
+    path = tmp_path / f"t.{ext}"
+    sf.write(str(path), data, rate, subtype=subtype)
+    out = read_all(FileSource(path, realtime=False, block_ms=37))
+    assert abs(len(out) - 2 * SR) <= 64
+    assert abs(peak_hz(out) - 440) <= 2
+    assert abs(np.sqrt(np.mean(out[1000:-1000] ** 2)) - 0.3 / np.sqrt(2)) < 0.02
+
+
+def test_file_source_turns_nan_and_inf_into_silence(tmp_path: Path) -> None:
+    x = tone(SR, 1.0)
+    x[100:200] = np.nan
+    x[300] = np.inf
+    path = tmp_path / "nan.wav"
+    sf.write(str(path), x, SR, subtype="FLOAT")
+    out = read_all(FileSource(path, realtime=False))
+    assert np.all(np.isfinite(out)) and np.max(np.abs(out)) <= 1.0
+
+
+def test_file_source_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(NoInputError, match="missing.wav: audio file not found"):
+        FileSource(tmp_path / "missing.wav").open()
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError, match="empty.wav: not a readable audio file"):
+        FileSource(empty).open()
+    truncated = tmp_path / "trunc.wav"
+    buf = io.BytesIO()
+    sf.write(buf, tone(SR, 1.0), SR, format="WAV")
+    truncated.write_bytes(buf.getvalue()[:5000])
+    out = read_all(FileSource(truncated, realtime=False))  # what is there is used
+    assert 0 < len(out) < SR
+
+
+def test_file_source_paces_in_real_time(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "t.wav"
+    sf.write(str(path), tone(SR, 0.6), SR)
+    t0 = time.monotonic()
+    read_all(FileSource(path, realtime=True))
+    assert time.monotonic() - t0 >= 0.5
+
+
+def test_stdin_source_handles_odd_bytes_and_other_rates() -> None:
+    pcm = (tone(8000, 1.0) * 32767).astype("<i2").tobytes()
+    out = read_all(StdinSource(rate=8000, block_ms=30, stream=io.BytesIO(pcm + b"\x07")))
+    assert abs(len(out) - SR) <= 64 and abs(peak_hz(out) - 440) <= 2
+
+
+ALSA_CONF = """
+pcm.testmic {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{raw}"
+    format "raw"
+    hint {{ show on description "emotiond test microphone" }}
+}}
+"""
+
+
+@pytest.fixture()
+def alsa_file_mic(tmp_path: Path) -> dict[str, str]:
+    """An ALSA PCM that reads a raw file: real PortAudio capture without a sound card."""
+    pytest.importorskip("pyaudio")
+    system_conf = Path("/usr/share/alsa/alsa.conf")
+    if not system_conf.exists():
+        pytest.skip("ALSA configuration not installed (libasound2)")
+    raw = tmp_path / "mic.raw"
+    raw.write_bytes((tone(48000, 3.0) * 32767).astype("<i2").tobytes())
+    conf = tmp_path / "asound.conf"
+    conf.write_text(ALSA_CONF.format(raw=raw))
+    return {"ALSA_CONFIG_PATH": f"{system_conf}:{conf}"}
+
+
+def test_microphone_capture_through_real_pyaudio(alsa_file_mic: dict[str, str]) -> None:
+    code = """
+import numpy as np
+from emotiond.daemon.microphone import MicrophoneSource, list_input_devices
+assert [d.name for d in list_input_devices()] == ["testmic"], list_input_devices()
+mic = MicrophoneSource("test", rate=48000, block_ms=100, buffer_s=10)
+mic.open()
+got = []
+for block in mic.blocks():
+    got.append(block)
+    if sum(map(len, got)) >= 32000:
+        break
+mic.close()
+x = np.concatenate(got)
+spec = np.abs(np.fft.rfft(x[:16000] * np.hanning(16000)))
+print(int(np.argmax(spec)), round(float(np.max(np.abs(x))), 2))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **alsa_file_mic})
+    assert proc.returncode == 0, proc.stderr
+    hz, peak = proc.stdout.split()
+    assert abs(int(hz) - 440) <= 2 and float(peak) == pytest.approx(0.3, abs=0.02)
+
+
+def test_missing_microphone_lists_devices_and_exits_66(alsa_file_mic: dict[str, str], model_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "emotiond", "run", "--set", "source.device=usb-headset", "--set", "mqtt.enabled=false",
+         "--set", f"model.path={model_path}"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **alsa_file_mic},
+    )
+    assert proc.returncode == 66
+    assert "source.device='usb-headset': no input device matches (have: 0: testmic)" in proc.stderr
+    assert "Traceback" not in proc.stderr
