@@ -1,0 +1,298 @@
+"""``emotiond monitor``: a live terminal view of a daemon's MQTT topics.
+
+Subscribes to ``{base}/{device}/#`` and shows the current emotion, one bar per
+label's probability, the daemon's status and health, and the last utterances.
+Rendering is a pure function of :class:`MonitorState` (``render``), so tests can
+render it into a recording console; the network side only calls ``apply``.
+Works over SSH: rich draws with plain ANSI; without a terminal (a pipe) it prints
+one line per message instead of a live view. Ctrl-C exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+EMOTION_STYLE = {
+    "angry": "bold red",
+    "happy": "bold green",
+    "sad": "bold blue",
+    "neutral": "bold white",
+    "fear": "bold magenta",
+    "surprise": "bold yellow",
+    "disgust": "bold dark_orange",
+    "none": "dim",
+}
+STATUS_STYLE = {"online": "green", "degraded": "yellow", "offline": "red"}
+BAR_WIDTH = 30
+
+
+@dataclass
+class UtteranceRow:
+    ts: str
+    duration_s: float
+    emotion: str
+    confidence: float
+
+
+@dataclass
+class MonitorState:
+    """Everything the view shows; updated by :meth:`apply` from raw MQTT messages."""
+
+    base: str = "emotiond"
+    device: str = "+"
+    broker: str = ""
+    connected: bool = False
+    error: str | None = None
+    device_seen: str | None = None
+    status: str = "unknown"
+    emotion: str | None = None
+    confidence: float = 0.0
+    probabilities: dict[str, float] = field(default_factory=dict)
+    emotion_ts: str | None = None
+    utterances: deque[UtteranceRow] = field(default_factory=lambda: deque(maxlen=8))
+    health: dict[str, Any] | None = None
+    messages: int = 0
+    bad_messages: int = 0
+
+    @property
+    def subscription(self) -> str:
+        return f"{self.base}/{self.device}/#"
+
+    def apply(self, topic: str, payload: bytes) -> str | None:
+        """Take one message; returns which kind it was (status/emotion/…) or None if ignored."""
+        prefix = self.base + "/"
+        if not topic.startswith(prefix):
+            return None
+        rest = topic[len(prefix) :].split("/")
+        if len(rest) != 2 or (self.device != "+" and rest[0] != self.device):
+            return None
+        device, kind = rest
+        if kind not in ("status", "emotion", "utterance", "health"):
+            return None
+        self.messages += 1
+        if not payload:  # a cleared retained message
+            return None
+        try:
+            if kind == "status":
+                self.status = payload.decode("utf-8", "replace").strip()
+                self.device_seen = device
+                return kind
+            data = json.loads(payload)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            if kind == "emotion":
+                self.emotion = str(data["emotion"])
+                self.confidence = float(data.get("confidence", 0.0))
+                self.probabilities = {str(k): float(v) for k, v in data.get("probabilities", {}).items()}
+                self.emotion_ts = data.get("ts")
+            elif kind == "utterance":
+                self.utterances.appendleft(
+                    UtteranceRow(
+                        str(data.get("end") or data.get("ts") or ""),
+                        float(data.get("duration_s", 0.0)),
+                        str(data["emotion"]),
+                        float(data.get("confidence", 0.0)),
+                    )
+                )
+            else:
+                self.health = data
+        except (ValueError, KeyError, TypeError):
+            self.bad_messages += 1
+            return None
+        self.device_seen = device
+        return kind
+
+
+def _bar(p: float, width: int = BAR_WIDTH) -> str:
+    p = min(max(p, 0.0), 1.0)
+    full = round(p * width)
+    return "█" * full + "·" * (width - full)
+
+
+def _time(ts: str | None) -> str:
+    """``2026-01-02T10:11:12.345Z`` → ``10:11:12`` (UTC, as published)."""
+    if not ts or "T" not in ts:
+        return ts or "-"
+    return ts.split("T", 1)[1][:8]
+
+
+def render(state: MonitorState) -> RenderableType:
+    """The whole screen for ``state``; pure (no clock, no I/O)."""
+    device = state.device_seen or (state.device if state.device != "+" else "?")
+    link = "[green]connected[/]" if state.connected else "[red]not connected[/]"
+    header = Text.from_markup(
+        f"[bold]emotiond monitor[/]  device [bold]{device}[/]  "
+        f"status [{STATUS_STYLE.get(state.status, 'dim')}]{state.status}[/]  "
+        f"broker {state.broker} {link}"
+    )
+    if state.error:
+        header.append(f"\n{state.error}", style="red")
+
+    current = Table.grid(padding=(0, 2))
+    current.add_column(justify="right")
+    current.add_column()
+    current.add_column(justify="right")
+    if state.emotion is None:
+        now = Text("waiting for the retained emotion…", style="dim")
+    else:
+        now = Text.assemble(
+            (state.emotion.upper(), EMOTION_STYLE.get(state.emotion, "bold")),
+            f"  {state.confidence:.0%}  since {_time(state.emotion_ts)}",
+        )
+    for label, p in state.probabilities.items():
+        style = EMOTION_STYLE.get(label, "bold") if label == state.emotion else "dim"
+        current.add_row(Text(label, style=style), Text(_bar(p), style=style), f"{p:6.1%}")
+
+    utts = Table(expand=True, box=None, show_edge=False)
+    utts.add_column("time (UTC)")
+    utts.add_column("duration", justify="right")
+    utts.add_column("emotion")
+    utts.add_column("confidence", justify="right")
+    for u in state.utterances:
+        utts.add_row(
+            _time(u.ts),
+            f"{u.duration_s:.1f} s",
+            Text(u.emotion, style=EMOTION_STYLE.get(u.emotion, "")),
+            f"{u.confidence:.0%}",
+        )
+    if not state.utterances:
+        utts.add_row("-", "-", Text("no utterance yet", style="dim"), "-")
+
+    footer = f"{state.messages} messages"
+    if state.bad_messages:
+        footer += f", {state.bad_messages} unreadable"
+    if state.health:
+        mqtt = state.health.get("mqtt") or {}
+        up = state.health.get("uptime_s")
+        footer += f"  |  health: up {up} s" if up is not None else "  |  health:"
+        footer += f", dropped {mqtt.get('dropped_events', 0)}, buffered {mqtt.get('buffered', 0)}"
+    footer += "  |  Ctrl-C to quit"
+    return Group(
+        header,
+        Panel(Group(now, current), title="current emotion", title_align="left"),
+        Panel(utts, title="last utterances", title_align="left"),
+        Text(footer, style="dim"),
+    )
+
+
+def _line(state: MonitorState, kind: str) -> str:
+    """One plain line per message, for pipes and dumb terminals."""
+    if kind == "status":
+        return f"status {state.status}"
+    if kind == "emotion":
+        return f"emotion {state.emotion} {state.confidence:.2f}"
+    if kind == "utterance" and state.utterances:
+        u = state.utterances[0]
+        return f"utterance {_time(u.ts)} {u.duration_s:.1f}s {u.emotion} {u.confidence:.2f}"
+    return f"{kind} received"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="emotiond monitor", description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="localhost", help="broker host (default: localhost)")
+    ap.add_argument("--port", type=int, default=None, help="broker port (1883, or 8883 with --tls)")
+    ap.add_argument("--device", default="+", help="device id (default: + = any)")
+    ap.add_argument("--base", default="emotiond", help="base topic (default: emotiond)")
+    ap.add_argument("--username", default=None, help="password from EMOTIOND_MQTT__PASSWORD")
+    ap.add_argument("--tls", action="store_true", help="connect with TLS")
+    ap.add_argument("--ca-file", default=None, help="CA bundle for --tls (default: system CAs)")
+    ap.add_argument("--plain", action="store_true", help="one line per message, no live view")
+    return ap.parse_args(argv)
+
+
+def connect(state: MonitorState, args: argparse.Namespace, lock: threading.Lock, on_update=None):
+    """A started paho client feeding ``state`` (used by the CLI and the tests)."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"emotiond-monitor-{uuid.uuid4().hex[:8]}")
+    if args.username:
+        client.username_pw_set(args.username, os.environ.get("EMOTIOND_MQTT__PASSWORD"))
+    if args.tls or args.ca_file:
+        client.tls_set(ca_certs=args.ca_file)
+
+    def on_connect(c, userdata, flags, reason_code, properties) -> None:
+        with lock:
+            state.connected = not reason_code.is_failure
+            state.error = None if state.connected else f"broker refused: {reason_code}"
+        if state.connected:
+            c.subscribe(state.subscription, qos=1)
+
+    def on_connect_fail(c, userdata) -> None:
+        exc = sys.exc_info()[1]
+        with lock:
+            state.connected = False
+            state.error = f"cannot connect: {exc}" if exc else "cannot connect"
+
+    def on_disconnect(c, userdata, flags, reason_code, properties) -> None:
+        with lock:
+            state.connected = False
+
+    def on_message(c, userdata, msg) -> None:
+        with lock:
+            kind = state.apply(msg.topic, bytes(msg.payload))
+        if kind and on_update is not None:
+            on_update(kind)
+
+    client.on_connect = on_connect
+    client.on_connect_fail = on_connect_fail
+    client.on_disconnect = on_disconnect
+    client.on_message = on_message
+    client.reconnect_delay_set(1, 10)
+    port = args.port or (8883 if (args.tls or args.ca_file) else 1883)
+    state.broker = f"{args.host}:{port}"
+    client.connect_async(args.host, port, keepalive=30)
+    client.loop_start()
+    return client
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def monitor_main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    state = MonitorState(base=args.base, device=args.device)
+    lock = threading.Lock()
+    console = Console()
+    plain = args.plain or not console.is_terminal
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # systemd/kill: leave like Ctrl-C
+
+    def print_line(kind: str) -> None:
+        with lock:
+            line = _line(state, kind)
+        print(line, flush=True)
+
+    client = connect(state, args, lock, on_update=print_line if plain else None)
+    try:
+        if plain:
+            while True:
+                time.sleep(0.5)
+        with Live(render(state), console=console, refresh_per_second=4, transient=False) as live:
+            while True:
+                time.sleep(0.25)
+                with lock:
+                    view = render(state)
+                live.update(view)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return 0
