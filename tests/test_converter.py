@@ -1,0 +1,80 @@
+"""Keras → full-int8 TFLite, then scored through the daemon's runtime by evaluate_manifest."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from emotiond.dsp.features import FEATURES
+from emotiond.models.runtime import NORMALISATION, EmotionModel, ModelInfo
+
+from .test_training_data import voice
+
+LABELS = ("angry", "happy", "sad")
+WINDOW = 50
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("tensorflow")
+    from emotiond.converter.convert import convert
+    from emotiond.models.training.model import build_model
+
+    out = tmp_path_factory.mktemp("conv")
+    model = build_model(WINDOW, FEATURES.n_mels, len(LABELS), widths=(8, 8, 8))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, (64, WINDOW, FEATURES.n_mels)).astype(np.float32)
+    model.fit(x, rng.integers(0, len(LABELS), 64), epochs=1, verbose=0)
+    path = out / "tiny_int8.tflite"
+    sizes = convert(model, x, path, out / "tiny_float32.tflite")
+    assert sizes["int8_bytes"] < sizes["float32_bytes"]
+    info = ModelInfo("tiny", "0", LABELS, FEATURES.to_dict(), WINDOW, NORMALISATION, {"hop_frames": 25})
+    for p in (path, out / "tiny_float32.tflite"):
+        p.with_suffix(".json").write_text(json.dumps(info.to_json()))
+    return path
+
+
+def test_int8_runs_in_the_daemon_runtime(tiny_int8: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(tiny_int8))
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+    assert interp.get_output_details()[0]["dtype"] == np.int8
+    m = EmotionModel(tiny_int8)
+    p = m.predict(np.zeros((WINDOW, FEATURES.n_mels), np.float32))
+    assert p.shape == (len(LABELS),) and abs(float(p.sum()) - 1) < 1e-3
+
+
+def test_evaluate_manifest(tiny_int8: Path, tmp_path: Path) -> None:
+    from emotiond.models.evaluate import evaluate_manifest
+
+    (tmp_path / "audio").mkdir()
+    rows = []
+    for i, label in enumerate(["angry", "happy", "sad", "sad", "bored"]):
+        name = f"audio/c{i}.wav"
+        sf.write(str(tmp_path / name), voice(1.0, 130 + 20 * i, i), 16_000)
+        rows.append((name, label, f"s{i % 2}"))
+    sf.write(str(tmp_path / "audio/silent.wav"), np.zeros(16_000), 16_000)
+    rows.append(("audio/silent.wav", "angry", "s0"))
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "speaker"])
+        w.writerows(rows)
+    res = evaluate_manifest(manifest, tiny_int8, json_out=tmp_path / "r.json", report_dir=tmp_path / "rep")
+    for key in ("n", "accuracy", "uar", "macro_f1", "per_class", "confusion"):
+        assert key in res
+    assert res["n"] == 5 and res["skipped"]["n"] == 1 and res["skipped"]["labels"] == {"bored": 1}
+    assert res["no_window"] == 1  # the silent clip is scored as wrong
+    assert np.asarray(res["confusion"]).sum() == 4
+    assert 0.0 <= res["uar"] <= 1.0
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 5
+    assert (tmp_path / "rep" / "confusion.png").stat().st_size > 1000
+    assert "precision" in (tmp_path / "rep" / "per_class.md").read_text()
+    win = evaluate_manifest(manifest, tiny_int8, mode="window")
+    assert win["n"] >= 5

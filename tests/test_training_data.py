@@ -1,0 +1,164 @@
+"""Corpus loaders, label mapping, speaker split and feature extraction for training.
+
+Runs on tiny generated corpora (synthetic voiced tones written with soundfile);
+the check against the real data skips when ``$EMOTIOND_DATA`` / ../shared/data is absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from emotiond.dsp.frontend import WindowParams
+from emotiond.models.training.augment import augment, spec_mask
+from emotiond.models.training.data import (
+    LABELS,
+    Clip,
+    data_dir,
+    load_corpus,
+    map_label,
+    select,
+    speaker_split,
+)
+from emotiond.models.training.featurize import FrontendParams, extract
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+SR = 16_000
+
+
+def voice(dur: float, f0: float, seed: int = 0) -> np.ndarray:
+    """A voiced, syllable-modulated harmonic tone with a little noise around it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(dur * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 15)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
+    pad = np.zeros(SR // 2)
+    y = np.concatenate([pad, 0.1 * x, pad])
+    return y + rng.normal(0, 1e-3, len(y))
+
+
+def make_corpus(root: Path, name: str, rows: list[tuple[str, str, str]], silent: set[str] = frozenset()) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    with (folder / "labels.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["stem", "emotion", "speaker", "gender", "extra", "duration_s"])
+        for i, (stem, emotion, speaker) in enumerate(rows):
+            x = np.zeros(SR) if stem in silent else voice(1.2, 120 + 10 * i, i)
+            sf.write(str(folder / f"{stem}.opus"), x, SR, format="OGG", subtype="OPUS")
+            w.writerow([stem, emotion, speaker, "F", "", f"{len(x) / SR:.3f}"])
+    return folder
+
+
+def test_label_mapping() -> None:
+    assert map_label("calm") == "neutral"
+    assert map_label("boredom") is None
+    assert map_label("Angry") == "angry"
+    assert map_label("contempt") is None
+    assert set(LABELS) == {"angry", "disgust", "fearful", "happy", "neutral", "sad", "surprised"}
+
+
+def test_load_corpus_maps_and_drops(tmp_path: Path) -> None:
+    rows = [("a1", "angry", "S1"), ("a2", "calm", "S1"), ("a3", "boredom", "S2"), ("a4", "sad", "S2")]
+    make_corpus(tmp_path, "emodb", rows)
+    clips = load_corpus(tmp_path, "emodb")
+    assert [c.stem for c in clips] == ["a1", "a2", "a4"]
+    assert [c.label for c in clips] == ["angry", "neutral", "sad"]
+    assert clips[1].orig_label == "calm"
+    assert {c.speaker for c in clips} == {"emodb:S1", "emodb:S2"}
+    assert all(c.path.is_file() for c in clips)
+
+
+def test_data_dir_needs_an_argument_or_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("EMOTIOND_DATA", raising=False)
+    with pytest.raises(SystemExit):
+        data_dir(None)
+    monkeypatch.setenv("EMOTIOND_DATA", str(tmp_path))
+    assert data_dir(None) == tmp_path
+
+
+def _clips(spec: dict[str, list[str]]) -> list[Clip]:
+    return [
+        Clip(corpus, f"{spk}_{k}", Path("x"), "angry", "angry", f"{corpus}:{spk}", "?", 1.0)
+        for corpus, spks in spec.items()
+        for spk in spks
+        for k in range(2)
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spec=st.dictionaries(
+        st.sampled_from(["ravdess", "emodb", "savee", "tess", "turevdb", "other1", "other2"]),
+        st.lists(st.text("ABC0123", min_size=1, max_size=3), min_size=1, max_size=12, unique=True),
+        min_size=1,
+    ),
+    seed=st.integers(0, 1000),
+)
+def test_split_never_shares_a_speaker(spec: dict[str, list[str]], seed: int) -> None:
+    clips = _clips(spec)
+    split = speaker_split(clips, seed=seed)
+    parts = [set(split.train), set(split.val), set(split.test)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert set().union(*parts) == {c.speaker for c in clips}
+    train, val, test = (select(clips, p) for p in parts)
+    assert len(train) + len(val) + len(test) == len(clips)
+    assert not {c.speaker for c in train} & {c.speaker for c in test}
+
+
+def test_extract_uses_the_frontend_and_reports_empty_clips(tmp_path: Path) -> None:
+    rows = [("v1", "happy", "S1"), ("v2", "sad", "S1"), ("quiet", "angry", "S2")]
+    make_corpus(tmp_path, "savee", rows, silent={"quiet"})
+    clips = load_corpus(tmp_path, "savee")
+    fp = FrontendParams(window=WindowParams(window_frames=50, hop_frames=25))
+    fs = extract(clips, fp, tmp_path / "cache", "t", workers=1, log=lambda *_: None)
+    assert fs.x.shape[1:] == (50, 40)
+    per = fs.per_clip()
+    assert len(per[0]) > 0 and len(per[1]) > 0
+    assert len(per[2]) == 0  # digital silence: no window, counted as wrong in evaluation
+    # cached: same call returns the same arrays without recomputing
+    again = extract(clips, fp, tmp_path / "cache", "t", workers=1, log=lambda *_: None)
+    np.testing.assert_array_equal(again.x, fs.x)
+    aug = extract(clips, fp, tmp_path / "cache", "aug", augment_seed=1, workers=1, log=lambda *_: None)
+    assert aug.x.shape[1:] == (50, 40) and np.isfinite(aug.x.astype(np.float32)).all()
+
+
+def test_augment_and_masks_are_sane() -> None:
+    rng = np.random.default_rng(0)
+    x = voice(1.0, 150)
+    noise = rng.normal(0, 0.01, 8000)
+    for _ in range(10):
+        y = augment(x, rng, [noise], [voice(0.7, 200, 1)])
+        assert np.isfinite(y).all() and np.max(np.abs(y)) <= 1.0
+        assert 0.5 * len(x) < len(y) < 1.5 * len(x)
+    batch = np.ones((4, 100, 40), np.float32)
+    masked = spec_mask(batch, rng, max_time=10, max_freq=4)
+    assert masked.shape == batch.shape and (masked == 0).any() and (masked == 1).mean() > 0.6
+
+
+def _real_data() -> Path:
+    env = os.environ.get("EMOTIOND_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (path / "ravdess" / "labels.csv").is_file():
+        pytest.skip(f"real corpora not found at {path} (set EMOTIOND_DATA)")
+    return path
+
+
+def test_default_split_on_the_real_corpora() -> None:
+    from emotiond.models.training.data import load_corpora
+
+    clips = load_corpora(_real_data())
+    split = speaker_split(clips)
+    test = set(split.test)
+    rav = [s for s in test if s.startswith("ravdess:")]
+    assert len(rav) == 4
+    genders = {c.gender for c in clips if c.speaker in rav}
+    assert genders == {"M", "F"}
+    assert len([s for s in test if s.startswith("emodb:")]) >= 2
+    assert not (set(split.train) & test) and not (set(split.val) & test) and not (set(split.train) & set(split.val))
+    assert {c.label for c in clips} <= set(LABELS)

@@ -1,0 +1,44 @@
+"""The committed model loads in the daemon runtime and its sidecar matches dsp/."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+from emotiond.dsp.features import FEATURES
+from emotiond.models.runtime import DEFAULT_MODEL, NORMALISATION, EmotionModel
+from emotiond.models.training.data import LABELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_model_loads_and_matches_features() -> None:
+    side = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert side["features"] == FEATURES.to_dict()
+    assert side["normalisation"] == NORMALISATION
+    assert tuple(side["labels"]) == LABELS
+    assert DEFAULT_MODEL.stat().st_size <= 150 * 1024
+    for key in ("hop_frames", "vad", "gate", "split", "licences"):
+        assert key in side
+    m = EmotionModel(DEFAULT_MODEL)
+    assert m.input_shape == (1, side["window_frames"], FEATURES.n_mels)
+    p = m.predict(np.random.default_rng(0).normal(0, 1, m.input_shape[1:]).astype(np.float32))
+    assert p.shape == (len(LABELS),) and abs(float(p.sum()) - 1) < 1e-3
+
+
+def test_split_recorded_in_sidecar_is_speaker_disjoint() -> None:
+    split = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["split"]
+    train, val, test = (set(split[k]) for k in ("train", "val", "test"))
+    assert train and test
+    assert not (train & val) and not (train & test) and not (val & test)
+
+
+def test_evaluator_imports_no_tensorflow_or_librosa_at_module_level() -> None:
+    tree = ast.parse((ROOT / "models" / "evaluate.py").read_text())
+    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    names = {a.name for n in top for a in n.names} | {n.module or "" for n in top if isinstance(n, ast.ImportFrom)}
+    assert not any(x.startswith(("tensorflow", "librosa", "keras")) for x in names)
+    src = (ROOT / "models" / "evaluate.py").read_text()
+    assert "tensorflow" not in src.replace("No TensorFlow", "")
