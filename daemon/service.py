@@ -100,16 +100,24 @@ class ThreadedSource:
         self._queue: queue.Queue[np.ndarray] = queue.Queue(max(1, int(buffer_s * 1000 / block_ms)))
         self._done = threading.Event()
         self._error: BaseException | None = None
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
         self.overruns = 0
 
     def open(self) -> None:
         self.inner.open()
-        threading.Thread(target=self._pump, name="emotiond-stdin", daemon=True).start()
+        self._thread = threading.Thread(target=self._pump, name="emotiond-stdin", daemon=True)
+        self._thread.start()
 
     def _pump(self) -> None:
         try:
             for block in self.inner.blocks():
-                self._queue.put(block)
+                while not self._closing.is_set():
+                    try:
+                        self._queue.put(block, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
         except BaseException as exc:  # handed to the main thread
             self._error = exc
         finally:
@@ -129,7 +137,10 @@ class ThreadedSource:
             yield np.zeros(0)  # keeps the watchdog and timers going while the pipe is quiet
 
     def close(self) -> None:
+        self._closing.set()
         self.inner.close()
+        if self._thread is not None:
+            self._thread.join(2.0)
 
 
 def make_sinks(settings: Settings, labels: tuple[str, ...], force_stdout: bool = False) -> list[Sink]:

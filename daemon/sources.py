@@ -10,6 +10,8 @@ when processing falls behind, the oldest blocks are dropped and counted.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import sys
 import threading
 import time
@@ -162,17 +164,32 @@ class StdinSource:
         self.name = "stdin"
         self.overruns = 0
         self._stream = stream
+        self.stopping = threading.Event()
 
     def open(self) -> None:
         if self._stream is None:
             self._stream = sys.stdin.buffer
 
-    def blocks(self) -> Iterator[np.ndarray]:
+    def _read(self) -> bytes | None:
+        """Up to one block; None when asked to stop. Polls a real fd so a stop never waits on the pipe."""
         assert self._stream is not None
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return self._stream.read(self.block_bytes)
+        while not self.stopping.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                return os.read(fd, self.block_bytes)
+        return None
+
+    def blocks(self) -> Iterator[np.ndarray]:
         resample = _Resampler(self.rate)
         carry = b""
         while True:
-            data = self._stream.read(self.block_bytes)
+            data = self._read()
+            if data is None:
+                return
             last = not data
             data = carry + (data or b"")
             usable = len(data) - len(data) % 2  # an odd trailing byte waits for its partner
@@ -187,7 +204,7 @@ class StdinSource:
                 return
 
     def close(self) -> None:
-        pass
+        self.stopping.set()
 
 
 class BlockRing:

@@ -44,11 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the configuration and print it (secrets masked)")
     _config_args(check)
 
-    for name, help_ in (("train", "train a model (needs the [train] extra)"),
-                        ("eval", "score a labelled manifest"),
-                        ("monitor", "live view of a daemon's MQTT topics")):
-        p = sub.add_parser(name, help=help_, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, help_ in (("train", "train a model (needs the [train] extra); see emotiond train --help"),
+                        ("eval", "score a labelled manifest; see emotiond eval --help"),
+                        ("monitor", "live view of a daemon's MQTT topics; see emotiond monitor --help")):
+        sub.add_parser(name, help=help_, add_help=False)
     return parser
 
 
@@ -70,25 +69,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args, extra)
     service.configure_logging(settings, args.debug)
     if not args.demo:
-        return _run_daemon(settings, args, force_stdout=args.stdout)
+        return _run_daemon(args, extra, force_stdout=args.stdout)
     if settings.mqtt.enabled and broker_answers(settings.mqtt.host, settings.mqtt.port):
         log.info("demo: publishing to the broker at %s:%d", settings.mqtt.host, settings.mqtt.port)
-        return _run_daemon(settings, args, force_stdout=True)
+        return _run_daemon(args, extra, force_stdout=True)
     with private_broker() as port:
         if port is None:
             log.warning("demo: no broker answers and mosquitto is not installed; printing events only")
-            settings = _settings(args, [*extra, "mqtt.enabled=false"])
+            extra.append("mqtt.enabled=false")
         else:
-            settings = _settings(args, [*extra, "mqtt.host=127.0.0.1", f"mqtt.port={port}"])
+            extra += ["mqtt.host=127.0.0.1", f"mqtt.port={port}"]
             topic = f"{settings.mqtt.base_topic}/{settings.mqtt.device()}/#"
             log.info("demo: started a private broker; watch it with: mosquitto_sub -p %d -v -t '%s'", port, topic)
-        return _run_daemon(settings, args, force_stdout=True)
+        return _run_daemon(args, extra, force_stdout=True)
 
 
-def _run_daemon(settings, args: argparse.Namespace, force_stdout: bool) -> int:  # type: ignore[no-untyped-def]
+def _run_daemon(args: argparse.Namespace, extra: list[str], force_stdout: bool) -> int:
+    """Start the daemon; ``extra`` overrides stay in force across SIGHUP reloads."""
     from .daemon.service import Daemon
 
-    daemon = Daemon(settings, args.config, tuple(args.overrides), fast=args.fast, force_stdout=force_stdout)
+    overrides = (*extra, *args.overrides)
+    settings = _settings(args, extra)
+    daemon = Daemon(settings, args.config, overrides, fast=args.fast, force_stdout=force_stdout)
     daemon.install_signal_handlers()
     daemon.start()
     return daemon.run()
@@ -127,7 +129,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_delegate(args: argparse.Namespace) -> int:
-    rest = [a for a in args.rest if a != "--"]
+    rest = list(args.rest)
     if args.command == "train":
         try:
             from .models.training.train import train_main
@@ -155,10 +157,16 @@ COMMANDS = {
 }
 
 
+DELEGATED = ("train", "eval", "monitor")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in DELEGATED:  # these parse their own options (incl. --help)
+        args = argparse.Namespace(command=argv[0], rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .daemon.config import ConfigError
