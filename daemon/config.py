@@ -49,6 +49,7 @@ class SourceSettings(_Section):
     block_ms: int = Field(100, ge=10, le=1000, description="audio per capture callback")
     buffer_s: float = Field(5.0, ge=0.5, le=120.0, description="ring buffer between capture and processing")
     realtime: bool = Field(True, description="pace file input in real time (false = as fast as possible)")
+    speed: float = Field(1.0, ge=0.1, le=1000, description="pace file input at this multiple of real time")
     wait_for_device: bool = Field(False, description="wait for a missing microphone instead of exiting 66")
     reopen_min_s: float = Field(1.0, gt=0, le=60, description="first retry delay after a device is lost")
     reopen_max_s: float = Field(30.0, gt=0, le=600, description="longest retry delay")

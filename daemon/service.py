@@ -81,7 +81,7 @@ def make_source(settings: Settings, fast: bool = False) -> AudioSource:
     if src.input == "-":
         return ThreadedSource(StdinSource(src.stdin_rate, src.block_ms), src.buffer_s, src.block_ms)
     if src.input:
-        return FileSource(Path(src.input), realtime=src.realtime and not fast, block_ms=src.block_ms)
+        return FileSource(Path(src.input), realtime=src.realtime and not fast, block_ms=src.block_ms, speed=src.speed)
     from .microphone import MicrophoneSource
 
     return MicrophoneSource(src.device, src.device_rate, src.channels, src.block_ms, src.buffer_s)

@@ -104,10 +104,11 @@ class ArraySource:
 class FileSource:
     """Any file libsndfile reads (WAV, FLAC, OGG/Opus, …), any rate and channel count."""
 
-    def __init__(self, path: Path, realtime: bool = True, block_ms: int = 100) -> None:
+    def __init__(self, path: Path, realtime: bool = True, block_ms: int = 100, speed: float = 1.0) -> None:
         self.path = Path(path)
         self.name = str(path)
         self.realtime = realtime
+        self.speed = speed
         self.block_ms = block_ms
         self.overruns = 0
         self._file = None
@@ -140,7 +141,7 @@ class FileSource:
             out = sanitize(resample(to_mono(data), last=last))
             if len(out):
                 if self.realtime:
-                    due = t0 + (emitted + len(out)) / SAMPLE_RATE
+                    due = t0 + (emitted + len(out)) / SAMPLE_RATE / self.speed
                     delay = due - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
