@@ -69,10 +69,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--protocol", choices=("speaker", "random", "loco"), default="speaker")
     p.add_argument("--holdout", choices=CORPORA, help="corpus left out (--protocol loco)")
     p.add_argument("--final-fit", action="store_true", help="refit on train+val for the chosen epoch count")
+    p.add_argument(
+        "--fit-on-train-val",
+        action="store_true",
+        help="recipe already chosen on validation: train on train+val speakers for --epochs, "
+        "keep the average of the last 3 epochs (no validation, test still unseen)",
+    )
     p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
-    p.add_argument("--no-int8", action="store_true", help="skip conversion (selection runs)")
+    p.add_argument("--no-int8", action="store_true", help="skip conversion")
+    p.add_argument(
+        "--select-only",
+        action="store_true",
+        help="hyper-parameter selection run: validation only, test speakers are not scored",
+    )
     return p.parse_args(argv)
 
 
@@ -245,6 +256,10 @@ def train_model(
         snapshots.append([v.copy() for v in model.get_weights()])
         log(json.dumps(rec))
     chosen: dict[str, Any] = {"how": "last epoch", "epochs": epochs}
+    if val is None and epochs >= 3:
+        last = list(range(epochs - 3, epochs))
+        model.set_weights([np.mean([snapshots[e][k] for e in last], axis=0) for k in range(len(snapshots[0]))])
+        chosen = {"how": "average of the last 3 epochs (no validation)", "epochs_averaged": [e + 1 for e in last]}
     if val is not None and epochs >= 4:
         # Averaging the 3 best late checkpoints (by validation) damps the 5-10 point
         # epoch-to-epoch swing; keep whichever of {best single, average} validates better.
@@ -283,6 +298,16 @@ def _set_threads(n: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
+def subset(fs: FeatureSet, clips: Sequence[Clip], part: Sequence[Clip]) -> FeatureSet:
+    """The windows of ``part`` (a subset of ``clips``), re-indexed to ``part``'s order."""
+    pos = {(c.corpus, c.stem): i for i, c in enumerate(clips)}
+    src = np.array([pos[(c.corpus, c.stem)] for c in part], dtype=np.int64)
+    new_index = np.full(len(clips), -1, dtype=np.int64)
+    new_index[src] = np.arange(len(part))
+    keep = new_index[fs.clip] >= 0
+    return FeatureSet(fs.x[keep], new_index[fs.clip[keep]].astype(np.int32), len(part))
+
+
 def concat(sets: Sequence[tuple[FeatureSet, list[Clip]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xs, ys, ws = [], [], []
     for fs, clips in sets:
@@ -310,11 +335,19 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     root = data_dir(args.data)
     clips = limit_clips(load_corpora(root, args.corpora), args.limit, args.seed)
     parts, split_info = make_parts(clips, args)
-    for k, v in parts.items():
-        log(f"{k}: {len(v)} clips, {len({c.speaker for c in v})} speakers")
     fp = FrontendParams(window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames))
     noise = [p for p, _cls, fold in load_noise(root) if fold != "fold2"]  # fold2 kept for noisy tests
-    feats = {k: extract(v, fp, args.cache, k, workers=args.workers, log=log) for k, v in parts.items()}
+    if args.fit_on_train_val:
+        parts = {"train": parts["train"] + parts["val"], "val": [], "test": parts["test"]}
+    for k, v in parts.items():
+        log(f"{k}: {len(v)} clips, {len({c.speaker for c in v})} speakers")
+    wanted = ("train", "val") if args.select_only else ("train", "val", "test")
+    # clean windows of every clip once (cached), then sliced per part
+    everything = [c for k in ("train", "val", "test") for c in parts[k]]
+    all_fs = extract(
+        sorted(everything, key=lambda c: (c.corpus, c.stem)), fp, args.cache, "clean", workers=args.workers, log=log
+    )
+    feats = {k: subset(all_fs, sorted(everything, key=lambda c: (c.corpus, c.stem)), parts[k]) for k in wanted}
     log("clean windows: " + ", ".join(f"{k}={len(f.x)}" for k, f in feats.items()))
     train_sets = [(feats["train"], parts["train"])]
     for copy in range(args.aug_copies):
@@ -350,6 +383,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     if val is not None:
         vp, _ = predict_clips(kpredict, feats["val"], len(parts["val"]))
         results["val_float"] = summary(score(parts["val"], vp))
+    if args.select_only:
+        results["wall_time_s"] = round(time.time() - t_start, 1)
+        results["args"] = {k: str(v) for k, v in vars(args).items()}
+        (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        log(f"selection run done in {results['wall_time_s']} s: val {json.dumps(results.get('val_float'))}")
+        return 0
     tp, _ = predict_clips(kpredict, feats["test"], len(parts["test"]))
     test_float = score(parts["test"], tp)
     results["test_float"] = summary(test_float)
