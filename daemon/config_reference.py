@@ -93,7 +93,8 @@ def render_markdown() -> str:
     ]
     for dotted, field, section in _walk(Settings):
         if section is not None:
-            out += ["", f"## `{dotted}`", "", (section.__doc__ or "").strip().splitlines()[0] if section.__doc__ else "",
+            doc = (section.__doc__ or "").strip().splitlines()
+            out += ["", f"## `{dotted}`", "", doc[0] if doc else "",
                     "", "| key | default | range | meaning |", "|---|---|---|---|"]
             continue
         assert field is not None

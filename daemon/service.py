@@ -185,7 +185,8 @@ class _JsonFormatter(logging.Formatter):
         import json
 
         return json.dumps(
-            {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+            {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+             "msg": record.getMessage()}
         )
 
 

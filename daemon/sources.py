@@ -136,7 +136,8 @@ class FileSource:
             try:
                 data = self._file.read(frames, dtype="float64", always_2d=True)
             except Exception as exc:
-                raise SourceError(f"{self.path}: read failed after {emitted / SAMPLE_RATE:.1f} s ({_short(exc)})") from None
+                where = f"after {emitted / SAMPLE_RATE:.1f} s"
+                raise SourceError(f"{self.path}: read failed {where} ({_short(exc)})") from None
             last = len(data) < frames
             out = sanitize(resample(to_mono(data), last=last))
             if len(out):

@@ -49,7 +49,7 @@ def _triangle(n: int) -> np.ndarray:
 
 def smoothing_kernels(params: GateParams, cfg: FeatureConfig = FEATURES) -> tuple[np.ndarray, np.ndarray]:
     """Frequency and time weights whose outer product is noisereduce's filter."""
-    n_freq = max(1, int(params.freq_smooth_hz / (cfg.sample_rate / (cfg.n_fft / 2))))
+    n_freq = max(1, int(params.freq_smooth_hz / (cfg.sample_rate / (cfg.n_fft / 2))))  # as noisereduce
     n_time = max(0, int(params.time_smooth_ms / (cfg.hop_length / cfg.sample_rate * 1000)))
     f = _triangle(n_freq)
     t = _triangle(n_time) if n_time else np.ones(1)
@@ -80,8 +80,8 @@ class SpectralGate:
         self.params = params
         self.cfg = cfg
         fps = cfg.sample_rate / cfg.hop_length
-        self._ring_len = max(1, int(round(params.profile_s * fps)))
-        self._min_frames = max(2, int(round(params.min_profile_s * fps)))
+        self._ring_len = max(1, round(params.profile_s * fps))
+        self._min_frames = max(2, round(params.min_profile_s * fps))
         self._ring = np.zeros((self._ring_len, cfg.n_bins))
         self._ring_pos = 0
         self._ring_n = 0

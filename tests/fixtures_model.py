@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from emotiond.dsp.features import FEATURES
 from emotiond.models.runtime import DEFAULT_MODEL, NORMALISATION, ModelError, ModelInfo, load_info
 

@@ -41,8 +41,8 @@ def test_run_file_fast_prints_events_around_the_speech(speech_wav: Path, speech_
 
 def test_run_reads_pcm_from_stdin_including_an_odd_byte(speech_scene, model_path: Path) -> None:
     pcm = (np.clip(speech_scene[0], -1, 1) * 32767).astype("<i2").tobytes() + b"\x01"
-    proc = emotiond("run", "--input", "-", "--stdout", "--set", "mqtt.enabled=false", "--set", f"model.path={model_path}",
-                    input=pcm)
+    proc = emotiond("run", "--input", "-", "--stdout", "--set", "mqtt.enabled=false",
+                    "--set", f"model.path={model_path}", input=pcm)
     assert proc.returncode == 0, proc.stderr.decode()
     assert len([e for e in events(proc.stdout) if e["event"] == "utterance"]) == 2
     assert b"odd byte" in proc.stderr

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from emotiond.daemon.config import ConfigError, Settings, load_settings, redacted
 from emotiond.daemon.config_reference import render_markdown, render_yaml
 
@@ -106,5 +105,5 @@ def test_password_file(tmp_path: Path) -> None:
     secret.write_text("s3cret\n")
     s = load_settings(None, [f"mqtt.password_file={secret}"], environ={})
     assert s.mqtt_password() == "s3cret"
-    with pytest.raises(ConfigError, match="mqtt: Value error, password_file .*missing does not exist"):
+    with pytest.raises(ConfigError, match=r"mqtt: Value error, password_file .*missing does not exist"):
         load_settings(None, [f"mqtt.password_file={tmp_path / 'missing'}"], environ={})

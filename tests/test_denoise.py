@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from emotiond.dsp.denoise import GateParams, SpectralGate, smoothing_kernels
 from emotiond.dsp.features import FEATURES, Spectrum, frame_signal
+
 from tests.fixtures_audio import pink_noise
 
 SR = 16_000

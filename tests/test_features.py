@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from emotiond.dsp.features import (
     FEATURES,
     Spectrum,
@@ -29,7 +28,8 @@ def test_mel_filterbank_matches_librosa() -> None:
     librosa = pytest.importorskip("librosa")
     ours = mel_filterbank()
     ref = librosa.filters.mel(
-        sr=SR, n_fft=FEATURES.n_fft, n_mels=FEATURES.n_mels, fmin=FEATURES.fmin, fmax=FEATURES.fmax, htk=False, norm="slaney"
+        sr=SR, n_fft=FEATURES.n_fft, n_mels=FEATURES.n_mels, fmin=FEATURES.fmin, fmax=FEATURES.fmax,
+        htk=False, norm="slaney",
     ).T
     np.testing.assert_allclose(ours, ref, atol=1e-6)
 
@@ -46,7 +46,9 @@ def test_offline_log_mel_matches_scipy_stft_and_librosa_mel() -> None:
         nfft=FEATURES.n_fft, boundary=None, padded=False, detrend=False,
     )
     power = (np.abs(z) * window.sum()) ** 2  # undo scipy's 'spectrum' scaling
-    mel = librosa.filters.mel(sr=SR, n_fft=FEATURES.n_fft, n_mels=FEATURES.n_mels, fmin=FEATURES.fmin, fmax=FEATURES.fmax)
+    mel = librosa.filters.mel(
+        sr=SR, n_fft=FEATURES.n_fft, n_mels=FEATURES.n_mels, fmin=FEATURES.fmin, fmax=FEATURES.fmax
+    )
     ref = np.log(mel @ power + FEATURES.log_floor).T
     ours = offline_log_mel(x)
     assert ours.shape == ref.shape == (frame_count(len(x)), FEATURES.n_mels)

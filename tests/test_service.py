@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
-
 from emotiond.daemon.config import load_settings
 from emotiond.daemon.service import Daemon
 from emotiond.daemon.sources import DeviceLost
@@ -222,8 +220,9 @@ def test_run_file_against_mosquitto_publishes_the_contract(broker, subscriber, s
     device = "e2e"
     sub = subscriber(broker.host, broker.port, f"emotiond/{device}/#")
     proc = subprocess.run(
-        [sys.executable, "-m", "emotiond", "run", "--input", str(speech_wav), "--fast", "--set", f"mqtt.host={broker.host}",
-         "--set", f"mqtt.port={broker.port}", "--set", f"mqtt.device_id={device}", "--set", f"model.path={model_path}"],
+        [sys.executable, "-m", "emotiond", "run", "--input", str(speech_wav), "--fast",
+         "--set", f"mqtt.host={broker.host}", "--set", f"mqtt.port={broker.port}",
+         "--set", f"mqtt.device_id={device}", "--set", f"model.path={model_path}"],
         capture_output=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr.decode()

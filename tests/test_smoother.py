@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from emotiond.dsp.smoother import NO_SPEECH, Smoother, SmootherParams
 
 LABELS = ("angry", "happy", "neutral", "sad")

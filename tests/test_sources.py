@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from emotiond.daemon.sources import FileSource, NoInputError, SourceError, StdinSource
 
 SR = 16_000
@@ -61,11 +60,11 @@ def test_file_source_turns_nan_and_inf_into_silence(tmp_path: Path) -> None:
 
 
 def test_file_source_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(NoInputError, match="missing.wav: audio file not found"):
+    with pytest.raises(NoInputError, match=r"missing\.wav: audio file not found"):
         FileSource(tmp_path / "missing.wav").open()
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    with pytest.raises(SourceError, match="empty.wav: not a readable audio file"):
+    with pytest.raises(SourceError, match=r"empty\.wav: not a readable audio file"):
         FileSource(empty).open()
     truncated = tmp_path / "trunc.wav"
     buf = io.BytesIO()
