@@ -32,7 +32,7 @@ class WindowParams:
     min_frames: int = 20  # shorter utterances are not classified
 
     def __post_init__(self) -> None:
-        if not 0 < self.hop_frames:
+        if self.hop_frames <= 0:
             raise ValueError("hop_frames must be positive")
         if not 0 < self.min_frames <= self.window_frames:
             raise ValueError("min_frames must be in 1..window_frames")
