@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import convolve1d
 
 from .features import FEATURES, FeatureConfig
 
@@ -56,15 +57,6 @@ def smoothing_kernels(params: GateParams, cfg: FeatureConfig = FEATURES) -> tupl
     return f / f.sum(), t / t.sum()
 
 
-def _convolution_matrix(kernel: np.ndarray, size: int) -> np.ndarray:
-    """Matrix ``M`` with ``x @ M == np.convolve(x, kernel, mode='same')`` (odd, symmetric kernel)."""
-    half = len(kernel) // 2
-    m = np.zeros((size, size))
-    for offset, weight in enumerate(kernel):
-        m += weight * np.eye(size, k=offset - half)
-    return m
-
-
 class SpectralGate:
     """Stationary spectral gate over the power-spectrum frames of speech segments.
 
@@ -87,8 +79,7 @@ class SpectralGate:
         self._ring_n = 0
         self._sum = np.zeros(cfg.n_bins)
         self._sumsq = np.zeros(cfg.n_bins)
-        f_kernel, self._t_kernel = smoothing_kernels(params, cfg)
-        self._freq_matrix = _convolution_matrix(f_kernel, cfg.n_bins)
+        self._f_kernel, self._t_kernel = smoothing_kernels(params, cfg)
         self.lag_frames = len(self._t_kernel) // 2
         self._thresh: np.ndarray | None = None
         self._powers = np.zeros((0, cfg.n_bins))
@@ -100,18 +91,20 @@ class SpectralGate:
         return self._ring_n >= self._min_frames
 
     def learn(self, power_frames: np.ndarray) -> None:
-        """Add non-speech frames ``(n, n_bins)`` to the noise profile, in order."""
-        for db in 10.0 * np.log10(np.asarray(power_frames) + 1e-12):
-            if self._ring_n == self._ring_len:
-                old = self._ring[self._ring_pos]
-                self._sum -= old
-                self._sumsq -= old * old
-            else:
-                self._ring_n += 1
-            self._ring[self._ring_pos] = db
-            self._sum += db
-            self._sumsq += db * db
-            self._ring_pos = (self._ring_pos + 1) % self._ring_len
+        """Add non-speech frames ``(n, n_bins)`` to the noise profile, oldest first."""
+        dbs = 10.0 * np.log10(np.asarray(power_frames)[-self._ring_len :] + 1e-12)
+        n = len(dbs)
+        if n == 0:
+            return
+        slots = (self._ring_pos + np.arange(n)) % self._ring_len
+        # Writes first fill empty slots; the last ``overflow`` of them replace live frames.
+        overflow = max(0, self._ring_n + n - self._ring_len)
+        evicted = self._ring[slots[n - overflow :]] if overflow else self._ring[:0]
+        self._sum += dbs.sum(axis=0) - evicted.sum(axis=0)
+        self._sumsq += (dbs * dbs).sum(axis=0) - (evicted * evicted).sum(axis=0)
+        self._ring[slots] = dbs
+        self._ring_n = min(self._ring_len, self._ring_n + n)
+        self._ring_pos = (self._ring_pos + n) % self._ring_len
 
     def threshold(self) -> np.ndarray | None:
         """Per-bin dB threshold ``mean + n_std * std`` of the profile, or None before one exists."""
@@ -131,12 +124,16 @@ class SpectralGate:
         db = 10.0 * np.log10(power_frames + 1e-12)
         p = self.params.prop_decrease
         raw = (db > self._thresh).astype(np.float64) * p + (1.0 - p)
-        return raw @ self._freq_matrix
+        # 'same' zero-padded convolution along frequency, like noisereduce's fftconvolve
+        return convolve1d(raw, self._f_kernel, axis=1, mode="constant", cval=0.0)
 
     def _release(self, n_out: int) -> np.ndarray:
-        smoothed = np.zeros((n_out, self.cfg.n_bins))
-        for i, weight in enumerate(self._t_kernel):
-            smoothed += weight * self._masks[i : i + n_out]
+        """Powers of the oldest ``n_out`` frames times their time-smoothed masks, squared."""
+        if n_out == 0:
+            return np.zeros((0, self.cfg.n_bins))
+        lag = self.lag_frames
+        window = self._masks[: n_out + 2 * lag]
+        smoothed = convolve1d(window, self._t_kernel, axis=0, mode="nearest")[lag : lag + n_out]
         out = self._powers[:n_out] * smoothed * smoothed
         self._powers = self._powers[n_out:]
         self._masks = self._masks[n_out:]
