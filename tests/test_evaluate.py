@@ -142,3 +142,13 @@ def test_stream_prediction_is_duration_weighted() -> None:
               {"probabilities": {"a": 0.0, "b": 1.0}, "duration_s": 1.0}]
     assert stream_probabilities(events, labels) == pytest.approx([0.75, 0.25])
     assert stream_probabilities([], labels) is None
+
+
+def test_eval_imports_neither_tensorflow_nor_librosa() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, emotiond.daemon.evaluate; "
+            "print(any(m.split('.')[0] in ('tensorflow', 'librosa', 'keras') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
