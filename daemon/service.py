@@ -50,7 +50,7 @@ def load_model(settings: Settings) -> EmotionModel:
     runtime = None if settings.model.runtime == "auto" else {
         "ai_edge_litert": "ai_edge_litert.interpreter",
         "tflite_runtime": "tflite_runtime.interpreter",
-        "tensorflow": "tensorflow.lite",
+        "tensorflow": "tensorflow.lite.python.interpreter",
     }[settings.model.runtime]
     try:
         return EmotionModel(Path(path), settings.model.num_threads, runtime)

@@ -90,23 +90,26 @@ class VoiceActivitySegmenter:
     def decided_until(self) -> int:
         return self._decided
 
-    def _is_speech(self, frame: np.ndarray) -> bool:
-        # webrtcvad's noise model starts from scratch and calls the first few
-        # frames of any stream speech, so it runs through a warm-up whose
-        # verdicts are ignored. An energy floor keeps digital silence and
-        # far-off hum out of the model.
-        voiced = self._vad.is_speech(pcm16(frame), self.sample_rate)
-        if self._frames_seen < self._warmup_frames:
-            return False
-        return voiced and float(np.mean(frame * frame)) >= self._min_ms
-
     def push(self, chunk: np.ndarray) -> list[Span]:
         self._pending = np.concatenate([self._pending, np.asarray(chunk, dtype=np.float64)])
         spans: list[Span] = []
         n = len(self._pending) // self.frame_len
+        if n == 0:
+            return spans
+        frames = self._pending[: n * self.frame_len].reshape(n, self.frame_len)
+        # One conversion and one energy computation for the whole block; the
+        # per-frame loop only calls webrtcvad on byte slices.
+        energy = np.einsum("ij,ij->i", frames, frames) / self.frame_len
+        pcm = pcm16(frames.ravel())
+        step = 2 * self.frame_len
         for i in range(n):
-            frame = self._pending[i * self.frame_len : (i + 1) * self.frame_len]
-            self._step(self._is_speech(frame), spans)
+            voiced = self._vad.is_speech(pcm[i * step : (i + 1) * step], self.sample_rate)
+            # webrtcvad's noise model starts from scratch and calls the first
+            # few frames of any stream speech, so its verdicts during a warm-up
+            # are ignored; an energy floor keeps digital silence and far-off hum
+            # out of the model.
+            voiced = voiced and self._frames_seen >= self._warmup_frames and energy[i] >= self._min_ms
+            self._step(bool(voiced), spans)
         self._pending = self._pending[n * self.frame_len :].copy()
         return spans
 

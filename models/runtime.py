@@ -27,7 +27,8 @@ from ..dsp.features import FEATURES, FeatureConfig
 
 SIDECAR_SCHEMA = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent / "emotion_int8.tflite"
-_RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+# tensorflow.lite re-exports Interpreter lazily; the module that defines it imports directly.
+_RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite.python.interpreter")
 
 
 class ModelError(Exception):
