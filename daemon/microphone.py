@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..quiet import quiet_native_stderr
 from .sources import BlockRing, DeviceLost, NoInputError, SourceError, _Resampler, sanitize
 
 log = logging.getLogger(__name__)
@@ -34,24 +34,6 @@ class InputDevice:
     default_rate: int
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """PortAudio probes ALSA/JACK on init and prints pages of noise to fd 2; hide it."""
-    try:
-        fd = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(fd, 2)
-        os.close(fd)
-        os.close(devnull)
-
-
 def _pyaudio() -> Any:
     try:
         import pyaudio
@@ -59,7 +41,7 @@ def _pyaudio() -> Any:
         raise NoInputError(
             "microphone: PyAudio is not installed (pip install 'emotiond[mic]'; needs portaudio19-dev)"
         ) from None
-    with _quiet_stderr():
+    with quiet_native_stderr():
         return pyaudio.PyAudio()
 
 
@@ -138,7 +120,7 @@ class MicrophoneSource:
         channels = min(self.channels, device.channels)
         frames = max(1, rate * self.block_ms // 1000)
         try:
-            with _quiet_stderr():
+            with quiet_native_stderr():
                 self._stream = self._pa.open(
                     format=pyaudio.paInt16,
                     channels=channels,

@@ -179,18 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emotiond: config error: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
-    except StartupError as exc:
+    except (StartupError, SourceError, ModelError) as exc:
         print(f"emotiond: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except SourceError as exc:
-        print(f"emotiond: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ModelError as exc:
-        print(f"emotiond: {exc}", file=sys.stderr)
-        return exitcodes.CONFIG
-    except KeyboardInterrupt:
-        return exitcodes.OK
-    except BrokenPipeError:
+        return getattr(exc, "exit_code", exitcodes.CONFIG)  # a model that does not fit is a config problem
+    except (KeyboardInterrupt, BrokenPipeError):
         return exitcodes.OK
 
 

@@ -12,11 +12,8 @@ features unlike its training data.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..dsp.features import FEATURES, FeatureConfig
+from ..quiet import quiet_native_stderr
 
 SIDECAR_SCHEMA = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent / "emotion_int8.tflite"
@@ -116,24 +114,6 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
     raise ModelError("no TFLite runtime could be imported (" + "; ".join(errors) + ")")
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence C++ log lines on fd 2; Python exceptions still carry the error text."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 class EmotionModel:
     """Runs normalised feature windows through the TFLite model, one per call."""
 
@@ -145,7 +125,7 @@ class EmotionModel:
         self.info = load_info(model_path)
         interpreter_cls, self.runtime = load_interpreter_class(runtime)
         try:
-            with _quiet_native_stderr():  # LiteRT prints "Created TensorFlow Lite XNNPACK delegate" on fd 2
+            with quiet_native_stderr():  # LiteRT prints "Created TensorFlow Lite XNNPACK delegate" on fd 2
                 self._interp = interpreter_cls(model_path=str(model_path), num_threads=num_threads)
                 self._interp.allocate_tensors()
         except Exception as exc:
