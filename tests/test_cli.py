@@ -88,3 +88,12 @@ def test_devices_without_a_sound_card_says_so() -> None:
     assert proc.returncode in (0, 66)
     if proc.returncode == 66:
         assert b"no audio input devices found" in proc.stdout
+
+
+def test_json_log_lines(speech_wav: Path, model_path: Path) -> None:
+    proc = emotiond("run", "--input", str(speech_wav), "--fast", "--set", "mqtt.enabled=false",
+                    "--set", "logging.json_lines=true", "--set", f"model.path={model_path}")
+    assert proc.returncode == 0
+    lines = [json.loads(x) for x in proc.stderr.decode().splitlines()]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(x) for x in lines)
+    assert any(x["msg"].startswith("ready: listening on") for x in lines)

@@ -149,3 +149,22 @@ def test_missing_microphone_lists_devices_and_exits_66(alsa_file_mic: dict[str, 
     assert proc.returncode == 66
     assert "source.device='usb-headset': no input device matches (have: 0: testmic)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_waiting_for_a_missing_microphone_keeps_running(alsa_file_mic: dict[str, str], model_path: Path) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emotiond", "run", "--set", "source.device=usb-headset", "--set", "mqtt.enabled=false",
+         "--set", "source.wait_for_device=true", "--set", "source.reopen_min_s=0.2",
+         "--set", f"model.path={model_path}"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **alsa_file_mic},
+    )
+    time.sleep(3)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 0
+    err = proc.stderr.read()
+    assert "degraded: waiting for the microphone: source.device='usb-headset': no input device matches" in err
+    assert "Traceback" not in err
