@@ -31,7 +31,14 @@ DEFAULT_CONFIG_PATHS = (Path("/etc/emotiond/config.yaml"),)
 
 
 class ConfigError(Exception):
-    """One line naming the file, the key and what is wrong with it."""
+    """One line naming the file, the key and what is wrong with it.
+
+    Control characters (a YAML key or a path containing a newline) are escaped,
+    so the message stays one line however odd the input.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message)))
 
 
 class _Section(BaseModel):
@@ -166,8 +173,13 @@ class MqttSettings(_Section):
     def _password_source(self) -> MqttSettings:
         if self.password is not None and self.password_file is not None:
             raise ValueError("set password or password_file, not both")
-        if self.password_file is not None and not self.password_file.is_file():
-            raise ValueError(f"password_file {self.password_file} does not exist")
+        if self.password_file is not None:
+            try:
+                exists = self.password_file.is_file()
+            except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+                exists = False
+            if not exists:
+                raise ValueError(f"password_file {self.password_file} does not exist")
         return self
 
     def device(self) -> str:
