@@ -7,11 +7,13 @@
       on aarch64 (environment markers evaluated for Linux/aarch64/CPython 3.11) allow it?
   tool.py probe FILE...
       (runs in either venv) per-window class probabilities at full precision + versions, JSON
-  tool.py compare HOST_CLASSIFY ARM_CLASSIFY HOST_PROBE ARM_PROBE
-      max abs differences between the x86-64 and the arm64 results, JSON on stdout
+  tool.py compare HOST_CLASSIFY ARM_CLASSIFY HOST_PROBE ARM_PROBE [HOST_NPZ ARM_NPZ]
+      max abs differences between the x86-64 and the arm64 results, JSON on stdout:
+      end to end (classify means and per window), the model alone (both interpreters on the
+      same feature windows) and the frontend alone (feature windows, int8 input levels)
 
-`probe` imports only emotiond and the standard library; the others need only the
-standard library plus `packaging` (host side only).
+`probe` imports only emotiond and numpy; `allowed` needs `packaging`, `compare` numpy
+(both run on the host).
 """
 
 from __future__ import annotations
@@ -65,14 +67,26 @@ def cmd_allowed(args: list[str]) -> int:
 
 
 def cmd_probe(args: list[str]) -> int:
+    """probe [--save-inputs NPZ] [--inputs NPZ] FILE...
+
+    ``files``: per-window probabilities through this machine's own frontend (what
+    ``emotiond classify`` averages). ``--save-inputs`` stores those feature windows;
+    ``--inputs`` also runs the model on windows stored by another machine (``fixed``),
+    which separates the interpreter's numerics from the float frontend's.
+    """
     import platform
     from importlib import metadata
 
+    import numpy as np
     from emotiond.daemon.config import load_settings
     from emotiond.daemon.service import load_model, window_params
     from emotiond.dsp.audio import load_mono_16k
     from emotiond.dsp.frontend import clip_windows
 
+    save = load = None
+    while args and args[0].startswith("--"):
+        opt, value, args = args[0], args[1], args[2:]
+        save, load = (value, load) if opt == "--save-inputs" else (save, value)
     settings = load_settings(None, [])
     model = load_model(settings)
     versions = {}
@@ -82,11 +96,33 @@ def cmd_probe(args: list[str]) -> int:
         except metadata.PackageNotFoundError:
             versions[d] = None
     out = {"machine": platform.machine(), "python": platform.python_version(), "runtime": model.runtime,
-           "labels": list(model.labels), "versions": versions, "files": {}}
+           "labels": list(model.labels), "versions": versions,
+           "input_quantization": [float(model._in_scale), int(model._in_zero)], "files": {}, "fixed": {}}
+    saved = {}
     for f in args:
         sig = load_mono_16k(Path(f))
         wins = clip_windows(sig, settings.vad.params(), settings.denoise.params(), window_params(settings, model))
+        saved[Path(f).name] = np.stack([w.features for w in wins]).astype(np.float32)
         out["files"][Path(f).name] = [[float(x) for x in model.predict(w.features)] for w in wins]
+    if save:
+        np.savez(save, **saved)
+    if load:
+        with np.load(load) as other:
+            stored = {name: other[name] for name in other.files}
+        for name, wins in stored.items():
+            out["fixed"][name] = [[float(x) for x in model.predict(w)] for w in wins]
+        # the same windows through LiteRT's reference kernels (no XNNPACK, no optimised paths)
+        try:
+            from ai_edge_litert import interpreter as litert
+
+            ref = litert.Interpreter(model_path=str(model.path), num_threads=1,
+                                     experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+            ref.allocate_tensors()
+            model._interp = ref
+            out["fixed_ref"] = {name: [[float(x) for x in model.predict(w)] for w in wins]
+                                for name, wins in stored.items()}
+        except (ImportError, AttributeError) as exc:
+            out["fixed_ref_error"] = str(exc)
     print(json.dumps(out))
     return 0
 
@@ -128,6 +164,42 @@ def cmd_compare(args: list[str]) -> int:
             res["max_abs_diff_windows"] = max(res["max_abs_diff_windows"], dw)
     if not host_c:
         res["complete"] = False
+    # the interpreter alone: the arm64 model on the x86-64 feature windows vs the x86-64 model
+    fixed = arm_p.get("fixed") or {}
+    res["max_abs_diff_model_only"] = None
+    if fixed:
+        res["max_abs_diff_model_only"] = max(
+            abs(x - y)
+            for name, wins in fixed.items()
+            for wa, wh in zip(wins, host_p["files"][name], strict=True)
+            for x, y in zip(wa, wh, strict=True)
+        )
+    # the interpreters' reference kernels on the same windows: expected bit-exact
+    res["max_abs_diff_reference_kernels"] = None
+    if arm_p.get("fixed_ref") and host_p.get("fixed_ref"):
+        res["max_abs_diff_reference_kernels"] = max(
+            abs(x - y)
+            for name, wins in arm_p["fixed_ref"].items()
+            for wa, wh in zip(wins, host_p["fixed_ref"][name], strict=True)
+            for x, y in zip(wa, wh, strict=True)
+        )
+    # the float frontend alone: feature windows and their int8 quantisation
+    if len(args) >= 6:
+        import numpy as np
+
+        scale, zero = host_p["input_quantization"]
+        with np.load(args[4]) as h, np.load(args[5]) as a:
+            feats = {}
+            for name in h.files:
+                if name not in a.files or h[name].shape != a[name].shape:
+                    feats[name] = {"shape_x86": list(h[name].shape), "shape_arm": list(a[name].shape)}
+                    continue
+                qh = np.clip(np.round(h[name] / scale + zero), -128, 127)
+                qa = np.clip(np.round(a[name] / scale + zero), -128, 127)
+                feats[name] = {"max_abs_diff_features": float(np.max(np.abs(h[name] - a[name]))),
+                               "int8_inputs_differing": int(np.sum(qh != qa)), "int8_inputs": int(qh.size),
+                               "windows_with_int8_difference": int(np.sum(np.any(qh != qa, axis=(1, 2))))}
+            res["features"] = feats
     print(json.dumps(res))
     return 0
 
