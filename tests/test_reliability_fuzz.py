@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 SR = 16_000
+EXAMPLES = int(os.environ.get("EMOTIOND_FUZZ_EXAMPLES", "300"))  # more for a longer local fuzzing session
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -76,7 +78,7 @@ def cfg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz-config")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=config_texts())
 def test_fuzzed_config_files_load_or_fail_in_one_line(cfg_dir: Path, data: bytes) -> None:
     path = cfg_dir / "config.yaml"
@@ -95,7 +97,7 @@ set_items = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=EXAMPLES * 2 // 3, deadline=None)
 @given(items=st.lists(set_items, max_size=4), env=st.lists(set_items, max_size=2))
 def test_fuzzed_overrides_and_environment_load_or_fail_in_one_line(items: list[str], env: list[str]) -> None:
     environ = {}
