@@ -26,6 +26,7 @@ import soundfile as sf
 
 from bench.soak import synth_recording
 from tests.fixtures_broker import Broker, Received, Subscriber
+from tests.test_payloads import assert_private, validator
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -162,6 +163,16 @@ def check_full_delivery(name: str, path: Path, broker, subscriber, model_path: P
     if seen["emotions_before"]:
         assert seen["retained_emotion"][-1].json()["seq"] >= max(seen["emotions_before"])
     assert "MQTT connection to" in seen["stderr"] and "lost" in seen["stderr"]
+    # what left the "device" during the whole run: the documented messages, valid, and nothing like audio
+    kinds = {"status", "emotion", "utterance", "health"}
+    for m in sub.messages:
+        kind = m.topic.rsplit("/", 1)[1]
+        assert m.topic.startswith(f"{root}/") and kind in kinds, m.topic
+        if kind == "status":
+            validator("status").validate(m.text)
+        else:
+            assert_private(m.payload)
+            validator(kind).validate(m.json())
     assert "Traceback" not in seen["stderr"]
     _record(name, audio_s=round(sf.info(str(path)).duration, 1), speed=speed, outage_s=outage_s,
             utterances_expected=len(expected), utterances_received=len(got),
