@@ -279,6 +279,7 @@ def score(
     noise: NoiseMaker | None = None,
     snr_db: float | None = None,
     seed: int = 0,
+    progress: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Metrics of one path (``clip`` or ``stream``) over the clips, optionally with noise mixed in."""
     labels = list(model.labels)
@@ -292,6 +293,8 @@ def score(
     t0 = time.process_time()
     audio_s = 0.0
     for clip in clips:
+        if progress is not None:
+            progress()
         x = load_mono_16k(clip.path)
         if mode == "stream":
             sig, offset = padded(x, rng)
@@ -393,6 +396,12 @@ def noise_table(noise: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def eval_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError, load_settings
@@ -425,8 +434,17 @@ def eval_main(argv: list[str]) -> int:
         "skipped": {"n": sum(skipped.values()), "labels": skipped},
         "denoise": settings.denoise.enabled,
     }
+    if args.json and not args.report:  # the PNG and the per-class table go next to the JSON
+        args.report = args.json.parent
+    from rich.progress import Progress
+
+    n_noise = 2 * len([s for s in args.snr.split(",") if s.strip()]) if args.noise else 0
+    bar = Progress(transient=True, disable=not sys.stderr.isatty(), console=_stderr_console())
+    task = bar.add_task("scoring clips", total=len(clips) * len(modes) * (1 + n_noise))
+    tick = lambda: bar.advance(task)  # noqa: E731
     try:
-        results = {m: score(settings, model, clips, m, seed=args.seed) for m in modes}
+        bar.start()
+        results = {m: score(settings, model, clips, m, seed=args.seed, progress=tick) for m in modes}
         for r in results.values():
             r["skipped"] = out["skipped"]
         out["results"] = results
@@ -443,7 +461,8 @@ def eval_main(argv: list[str]) -> int:
                     s = with_denoise(settings, enabled)
                     maker = NoiseMaker(args.noise, [c.path for c in clips], seed=args.seed)
                     by_snr[key]["denoise_on" if enabled else "denoise_off"] = {
-                        m: _short(score(s, model, clips, m, maker, snr, seed=args.seed)) for m in modes
+                        m: _short(score(s, model, clips, m, maker, snr, seed=args.seed, progress=tick))
+                        for m in modes
                     }
                 print(f"noise {args.noise} at {key} dB: " + ", ".join(
                     f"{m} UAR {by_snr[key]['denoise_on'][m]['uar']:.3f} (denoise on) / "
@@ -452,8 +471,10 @@ def eval_main(argv: list[str]) -> int:
                             "snr_definition": "speech-active 20 ms frames (within 30 dB of the loudest)",
                             "by_snr": by_snr}
     except AudioFileError as exc:
+        bar.stop()
         print(f"emotiond eval: {exc}", file=sys.stderr)
         return exitcodes.NOINPUT if exc.missing else exitcodes.DATAERR
+    bar.stop()
     out["n"] = len(clips)
     print(f"model {model.info.name} {model.info.version}: {len(clips)} clips, "
           f"{out['skipped']['n']} row(s) skipped (labels not in the model)")

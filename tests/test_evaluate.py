@@ -152,3 +152,21 @@ def test_eval_imports_neither_tensorflow_nor_librosa() -> None:
             "print(any(m.split('.')[0] in ('tensorflow', 'librosa', 'keras') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_json_output_gets_confusion_png_and_per_class_table_beside_it(tmp_path, model_path, have_espeak) -> None:
+    import subprocess
+    import sys
+
+    rows = ["path,label"]
+    for i, text in enumerate(["I am so happy today.", "Leave me alone right now."]):
+        sf.write(str(tmp_path / f"c{i}.wav"), np.concatenate([np.zeros(8000), espeak(text), np.zeros(8000)]), 16000)
+        rows.append(f"c{i}.wav,{('happy', 'angry')[i]}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out" / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "emotiond", "eval", str(tmp_path / "m.csv"), "--json", str(out),
+                           "--set", f"model.path={model_path}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["n"] == 2
+    assert (out.parent / "confusion_clip.png").stat().st_size > 1000
+    assert "recall" in (out.parent / "per_class_clip.md").read_text()
