@@ -15,6 +15,11 @@ class ServiceNotifier:
     def __init__(self) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
+        sock = getattr(self._notifier, "socket", None)
+        if sock is not None:
+            # Never let a reader that stopped reading (a full datagram queue) stall
+            # the audio loop; sdnotify swallows the resulting BlockingIOError.
+            sock.setblocking(False)
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         # Ping at half the period, as sd_watchdog_enabled(3) recommends.
         self.watchdog_interval_s = usec / 2e6 if usec > 0 else None
