@@ -38,14 +38,15 @@ def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def espeak(text: str, voice: str = "en-us", pitch: int = 50, rate: int = 160) -> np.ndarray:
+def espeak(text: str, voice: str = "en-us", pitch: int = 50, rate: int = 160, gain: float = 0.5) -> np.ndarray:
+    """One sentence of espeak-ng speech at 16 kHz (espeak-ng speaks at 22.05 kHz; soxr resamples)."""
     import soundfile as sf
     import soxr
 
     wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout", text],
                          check=True, capture_output=True).stdout
     data, rate_in = sf.read(io.BytesIO(wav), dtype="float64")
-    return soxr.resample(data, rate_in, SR) * 0.5
+    return soxr.resample(data, rate_in, SR) * gain
 
 
 def pink(n: int, rng: np.random.Generator, dbfs: float) -> np.ndarray:

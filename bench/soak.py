@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import logging
 import os
@@ -41,47 +40,19 @@ from typing import Any
 
 import numpy as np
 
+from bench import audio
+
 SR = 16_000
 RSS_LIMIT_MB = 5.0
 
 SENTENCES = [
-    "I can not believe you would do this to me.",
-    "Tomorrow we will walk along the river together.",
-    "The meeting has been moved to half past three.",
-    "Please turn the lights off in the kitchen.",
-    "That was the best concert I have ever been to!",
-    "Nobody called, and the house was very quiet.",
-    "Could you tell me where the station is?",
-    "We lost the game again, it is so unfair.",
+    *audio.SENTENCES,
     "Get out of my room right now!",
     "Oh no, I think I left the keys at the office.",
     "What a wonderful surprise, thank you so much.",
     "The weather report says it will rain all week.",
 ]
 VOICES = [("en-us", 50, 160), ("en-gb", 70, 140), ("en-us", 30, 190), ("en-gb", 45, 120), ("en-us", 85, 175)]
-
-
-def have_espeak() -> bool:
-    return shutil.which("espeak-ng") is not None
-
-
-def espeak(text: str, voice: str = "en-us", pitch: int = 50, rate: int = 160) -> np.ndarray:
-    """One sentence from espeak-ng, at 16 kHz."""
-    import soundfile as sf
-    import soxr
-
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout", text],
-        check=True, capture_output=True,
-    ).stdout
-    data, rate_in = sf.read(io.BytesIO(wav), dtype="float64")
-    return soxr.resample(data, rate_in, SR)
-
-
-def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
-    white = rng.normal(0, 1, n)
-    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, n // 2 + 2)), n=n)
-    return pink / np.sqrt(np.mean(pink**2))
 
 
 def synth_recording(seconds: float, seed: int = 0) -> np.ndarray:
@@ -101,8 +72,8 @@ def synth_recording(seconds: float, seed: int = 0) -> np.ndarray:
         s, v = i % len(SENTENCES), (i * 7 + 3) % len(VOICES)
         if (s, v) not in cache:
             voice, pitch, rate = VOICES[v]
-            if have_espeak():
-                speech = espeak(SENTENCES[s], voice, pitch, rate)
+            if audio.have_espeak():
+                speech = audio.espeak(SENTENCES[s], voice, pitch, rate, gain=1.0)
             else:
                 t = np.arange(int(2.2 * SR)) / SR
                 f0 = 110 + 20 * v
@@ -118,7 +89,7 @@ def synth_recording(seconds: float, seed: int = 0) -> np.ndarray:
         length += len(parts[-2]) + len(gap)
         i += 1
     out = np.concatenate(parts)[:n_total]
-    out = out + _pink(len(out), rng) * 10 ** (-55 / 20)
+    out = out + audio.pink(len(out), rng, -55)
     return np.clip(out, -1.0, 1.0)
 
 

@@ -5,34 +5,20 @@ No corpus audio is ever committed; tests synthesise what they need.
 
 from __future__ import annotations
 
-import io
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from bench import audio
+
 SR = 16_000
 
-
-def espeak(text: str, voice: str = "en-us", rate: int = 160, pitch: int = 50) -> np.ndarray:
-    """Synthetic speech at 16 kHz (espeak-ng speaks at 22.05 kHz; soxr resamples)."""
-    import soxr
-
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout", text],
-        check=True, capture_output=True,
-    ).stdout
-    data, rate_in = sf.read(io.BytesIO(wav), dtype="float64")
-    return soxr.resample(data, rate_in, SR) * 0.5
-
-
-def pink_noise(n: int, rng: np.random.Generator, dbfs: float) -> np.ndarray:
-    white = rng.normal(0, 1, n)
-    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, n // 2 + 2)), n=n)
-    return pink * 10 ** (dbfs / 20) / np.sqrt(np.mean(pink**2))
+# One speech synthesiser and noise generator for tests and benchmarks.
+espeak = audio.espeak
+pink_noise = audio.pink
 
 
 @pytest.fixture(scope="session")
