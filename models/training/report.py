@@ -97,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if a.ship:
         side = json.loads((a.final / "emotion_int8.json").read_text())
+        if final["args"].get("fit_on_train_val") == "True":
+            side["split"]["fitted_on"] = "train + val speakers (val chose the recipe in --select-only runs)"
         metrics = side.setdefault("metrics", {})
         if "random_vs_speaker_split" in out:
             metrics["random_split_test_uar_int8"] = out["random_vs_speaker_split"]["random_clip_split_int8"]["uar"]
