@@ -57,7 +57,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=CORPORA)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--window-frames", type=int, default=200)
+    p.add_argument("--window-frames", type=int, default=100, help="chosen on validation: 100 (1 s)")
     p.add_argument("--hop-frames", type=int, default=25)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
@@ -68,12 +68,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="at most N clips per speaker (quick runs)")
     p.add_argument("--protocol", choices=("speaker", "random", "loco"), default="speaker")
     p.add_argument("--holdout", choices=CORPORA, help="corpus left out (--protocol loco)")
-    p.add_argument("--final-fit", action="store_true", help="refit on train+val for the chosen epoch count")
     p.add_argument(
         "--fit-on-train-val",
-        action="store_true",
-        help="recipe already chosen on validation: train on train+val speakers for --epochs, "
-        "keep the average of the last 3 epochs (no validation, test still unseen)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(default) recipe already chosen on validation: train on train+val speakers for --epochs, "
+        "keep the average of the last 3 epochs (no validation, test still unseen); "
+        "--no-fit-on-train-val keeps validation for checkpoint choice. Ignored with --select-only",
     )
     p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
     p.add_argument("--threads", type=int, default=2)
@@ -337,7 +338,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parts, split_info = make_parts(clips, args)
     fp = FrontendParams(window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames))
     noise = [p for p, _cls, fold in load_noise(root) if fold != "fold2"]  # fold2 kept for noisy tests
-    if args.fit_on_train_val:
+    if args.fit_on_train_val and not args.select_only:
         parts = {"train": parts["train"] + parts["val"], "val": [], "test": parts["test"]}
     for k, v in parts.items():
         log(f"{k}: {len(v)} clips, {len({c.speaker for c in v})} speakers")
@@ -367,12 +368,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     log(f"training windows: {len(x)}")
     val = (feats["val"], parts["val"]) if parts["val"] else None
     model, history, chosen = train_model(args, x, y, w, val, args.epochs, log)
-    if args.final_fit and val is not None:
-        n_ep = chosen.get("epoch") or max(chosen.get("epochs_averaged", [args.epochs]))
-        log(f"final fit on train+val for {n_ep} epochs")
-        x2, y2, w2 = concat([*train_sets, val])
-        model, _, _ = train_model(args, x2, y2, w2, None, int(n_ep), log)
-        chosen = {"selection": chosen, "final": f"refit on train+val speakers, {n_ep} epochs, last epoch"}
     model.save(out / "model.keras")
 
     results: dict[str, Any] = {"chosen": chosen, "history": history, "train_windows": len(x)}
