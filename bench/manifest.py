@@ -1,0 +1,46 @@
+"""Write an eval manifest of the shipped model's held-out speakers.
+
+    python -m bench.manifest --data ../shared/data --out runs/test.csv [--split test] [--include-tess]
+
+Rows are ``path,label,speaker`` with absolute paths into the data folder (the
+audio itself is never copied) and labels mapped exactly as in training
+(``calm`` → ``neutral``, ``boredom`` dropped), so ``emotiond eval`` scores the
+same clips the model card reports. TESS (two speakers) is left out unless asked
+for: it must never carry an average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from emotiond.models.runtime import DEFAULT_MODEL, sidecar_path
+from emotiond.models.training.data import CORPORA, data_dir, load_corpora, select
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.manifest", description=__doc__.splitlines()[0])
+    p.add_argument("--data", help="data folder (default: $EMOTIOND_DATA)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--include-tess", action="store_true")
+    args = p.parse_args(argv)
+    split = json.loads(sidecar_path(args.model).read_text())["split"][args.split]
+    corpora = [c for c in CORPORA if args.include_tess or c != "tess"]
+    clips = select(load_corpora(data_dir(args.data), corpora), split)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "speaker"])
+        for c in clips:
+            w.writerow([str(c.path.resolve()), c.label, c.speaker])
+    print(f"{args.out}: {len(clips)} clips of {len(split)} {args.split} speakers", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
