@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -242,7 +243,8 @@ def train_model(
     data = Batches()
     for epoch in range(epochs):
         t0 = time.time()
-        h = model.fit(data, epochs=1, verbose=0)
+        # Keras's own progress bar on a terminal; plain per-epoch JSON lines in logs.
+        h = model.fit(data, epochs=1, verbose=1 if sys.stdout.isatty() else 0)
         rec: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss": float(h.history["loss"][-1]),
