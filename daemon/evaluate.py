@@ -46,7 +46,7 @@ import numpy as np
 from .. import exitcodes
 from ..dsp.audio import AudioFileError, load_mono_16k
 from ..dsp.features import SAMPLE_RATE
-from ..models.evaluate import metrics, per_class_table, read_manifest
+from ..models.evaluate import manifest_clips, metrics, per_class_table
 
 PAD_S = 1.0  # background added before and after each clip in stream mode
 PAD_MAX_DBFS = -62.0  # below the VAD's energy floor (vad.min_rms_dbfs, -60) so padding is never speech
@@ -67,20 +67,8 @@ class Clip:
 
 def load_clips(manifest: Path, labels: Sequence[str]) -> tuple[list[Clip], dict[str, int]]:
     """Rows with a known label, and ``{label: count}`` of the rows skipped."""
-    manifest = Path(manifest)
-    known = set(labels)
-    clips: list[Clip] = []
-    skipped: dict[str, int] = {}
-    for row in read_manifest(manifest):
-        label = (row.get("label") or "").strip()
-        if label not in known:
-            skipped[label] = skipped.get(label, 0) + 1
-            continue
-        path = Path(row["path"])
-        if not path.is_absolute():
-            path = manifest.parent / path
-        clips.append(Clip(path, label, (row.get("speaker") or "").strip()))
-    return clips, skipped
+    rows, skipped = manifest_clips(manifest, labels)
+    return [Clip(path, label, speaker) for path, label, speaker in rows], skipped
 
 
 # -- noise ---------------------------------------------------------------------

@@ -128,6 +128,30 @@ def read_manifest(manifest_csv: Path) -> list[dict[str, str]]:
     return rows
 
 
+def manifest_clips(
+    manifest_csv: str | Path, labels: Sequence[str]
+) -> tuple[list[tuple[Path, str, str]], dict[str, int]]:
+    """``(path, label, speaker)`` of rows whose label the model knows, and ``{label: count}`` skipped.
+
+    Relative paths are resolved against the manifest's folder. Shared by this
+    evaluator and ``emotiond eval`` so both read a manifest the same way.
+    """
+    manifest_csv = Path(manifest_csv)
+    known = set(labels)
+    rows: list[tuple[Path, str, str]] = []
+    skipped: dict[str, int] = {}
+    for row in read_manifest(manifest_csv):
+        label = (row.get("label") or "").strip()
+        if label not in known:
+            skipped[label] = skipped.get(label, 0) + 1
+            continue
+        path = Path(row["path"])
+        if not path.is_absolute():
+            path = manifest_csv.parent / path
+        rows.append((path, label, (row.get("speaker") or "").strip()))
+    return rows, skipped
+
+
 def evaluate_manifest(
     manifest_csv: str | Path,
     model_path: str | Path | None = None,
@@ -143,8 +167,7 @@ def evaluate_manifest(
     out. ``json_out`` writes the result; ``report_dir`` also writes
     ``confusion.png`` and ``per_class.md`` there.
     """
-    import soundfile as sf
-
+    from ..dsp.audio import load_mono_16k
     from ..dsp.frontend import clip_windows
     from .runtime import DEFAULT_MODEL, EmotionModel
 
@@ -157,29 +180,17 @@ def evaluate_manifest(
     vad, gate, window = frontend_params(model.info.extra, model.info.window_frames)
     y_true: list[int] = []
     y_pred: list[int] = []
-    skipped: dict[str, int] = {}
     per_speaker: dict[str, list[int]] = {}
-    for row in read_manifest(manifest_csv):
-        label = row["label"].strip()
-        if label not in index:
-            skipped[label] = skipped.get(label, 0) + 1
-            continue
-        path = Path(row["path"])
-        if not path.is_absolute():
-            path = manifest_csv.parent / path
-        x, sr = sf.read(str(path), dtype="float64", always_2d=True)
-        x = x.mean(axis=1)
-        if sr != 16_000:
-            from scipy.signal import resample_poly
-
-            x = resample_poly(x, 16_000, sr)
+    rows, skipped = manifest_clips(manifest_csv, labels)
+    for path, label, speaker in rows:
+        x = load_mono_16k(path)  # the same reader and resampler as classify and the daemon
         wins = clip_windows(x, vad=vad, gate=gate, window=window)
         probs = np.array([model.predict(w.features) for w in wins]).reshape(len(wins), len(labels))
         if mode == "clip":
             y_true.append(index[label])
             y_pred.append(clip_prediction(probs))
-            if row.get("speaker"):
-                per_speaker.setdefault(row["speaker"], []).append(int(y_pred[-1] == y_true[-1]))
+            if speaker:
+                per_speaker.setdefault(speaker, []).append(int(y_pred[-1] == y_true[-1]))
         else:
             if len(probs) == 0:
                 y_true.append(index[label])
