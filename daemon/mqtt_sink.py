@@ -101,6 +101,7 @@ class MqttSink:
         self._last_health: dict[str, Any] | None = None
 
         self._connected = False  # transport up (CONNACK accepted)
+        self._connack_seen = False  # the broker answered this attempt (accepted or refused)
         self._ready = False  # reconnect work done: events may go straight to paho
         self._session_pending = False  # on_connect happened; sender must publish status etc.
         self._discovery_pending = False
@@ -175,6 +176,7 @@ class MqttSink:
     # ------------------------------------------------ paho callbacks (network thread)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connack_seen = True
         if reason_code.is_failure:
             self._connect_failures += 1
             hint = ""
@@ -213,6 +215,16 @@ class MqttSink:
         was = self._connected
         self._connected = False
         self._ready = False
+        answered, self._connack_seen = self._connack_seen, False
+        if not was and not answered and not self._closing:
+            # Closed before CONNACK: the TCP connect worked but TLS or CONNECT did not,
+            # e.g. a broker with `require_certificate true` and no client certificate here.
+            self._connect_failures += 1
+            self._log_failure(
+                f"the broker closed the connection before accepting it ({reason_code}); "
+                "if it requires client certificates, set mqtt.tls.cert_file and mqtt.tls.key_file"
+            )
+            return
         if was and not self._closing:
             log.warning(
                 "MQTT connection to %s lost (%s); buffering up to %d events",

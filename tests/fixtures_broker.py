@@ -3,6 +3,7 @@
 * ``broker``      — anonymous listener, persistence on (sessions survive ``stop()``/``start()``).
 * ``tls_broker``  — TLS listener (test CA, cert for 127.0.0.1/localhost) + password file.
 * ``tls_material``— the generated CA/certs, plus a second CA the broker doesn't trust.
+* ``mtls_broker`` — like ``tls_broker`` but every client must present a certificate from the test CA.
 * ``subscriber``  — factory for :class:`Subscriber` (paho 2.x, VERSION2 callbacks), closed at teardown.
 
 Everything is skipped with a clear message when the ``mosquitto`` binary is missing.
@@ -145,6 +146,8 @@ class TlsMaterial:
     server_key: Path
     other_ca_cert: Path  # a CA the broker's certificate was NOT signed by
     password_file: Path
+    client_cert: Path  # signed by ``ca_cert``: accepted by ``mtls_broker``
+    client_key: Path
     user: str = TEST_USER
     password: str = TEST_PASSWORD
 
@@ -180,6 +183,12 @@ def tls_material(tmp_path_factory: pytest.TempPathFactory) -> TlsMaterial:
         "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
         "-days", "2", "-sha256", "-extfile", "san.ext", "-out", "server.crt", cwd=d,
     )  # fmt: skip
+    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "client.key", cwd=d)
+    _openssl("req", "-new", "-key", "client.key", "-subj", "/CN=emotiond-test-client", "-out", "client.csr", cwd=d)
+    _openssl(
+        "x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-sha256", "-out", "client.crt", cwd=d,
+    )  # fmt: skip
     pw = d / "passwd"
     pw.touch(mode=0o600)
     subprocess.run(
@@ -187,18 +196,18 @@ def tls_material(tmp_path_factory: pytest.TempPathFactory) -> TlsMaterial:
         check=True,
         capture_output=True,
     )
-    return TlsMaterial(d / "ca.crt", d / "server.crt", d / "server.key", d / "other-ca.crt", pw)
+    return TlsMaterial(
+        d / "ca.crt", d / "server.crt", d / "server.key", d / "other-ca.crt", pw, d / "client.crt", d / "client.key"
+    )
 
 
-@pytest.fixture
-def tls_broker(tmp_path: Path, tls_material: TlsMaterial) -> Iterator[Broker]:
-    m = tls_material
+def _tls_broker(folder: Path, m: TlsMaterial, extra: str = "") -> Iterator[Broker]:
     b = Broker(
-        tmp_path / "tls-broker",
+        folder,
         extra_conf=(
             "allow_anonymous false\n"
             f"password_file {m.password_file}\n"
-            f"cafile {m.ca_cert}\ncertfile {m.server_cert}\nkeyfile {m.server_key}\n"
+            f"cafile {m.ca_cert}\ncertfile {m.server_cert}\nkeyfile {m.server_key}\n" + extra
         ),
     )
     b.start()
@@ -206,6 +215,17 @@ def tls_broker(tmp_path: Path, tls_material: TlsMaterial) -> Iterator[Broker]:
         yield b
     finally:
         b.kill()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, tls_material: TlsMaterial) -> Iterator[Broker]:
+    yield from _tls_broker(tmp_path / "tls-broker", tls_material)
+
+
+@pytest.fixture
+def mtls_broker(tmp_path: Path, tls_material: TlsMaterial) -> Iterator[Broker]:
+    """Mutual TLS: the broker refuses clients without a certificate signed by the test CA."""
+    yield from _tls_broker(tmp_path / "mtls-broker", tls_material, "require_certificate true\n")
 
 
 # --------------------------------------------------------------------------- subscriber
@@ -241,6 +261,8 @@ class Subscriber:
         username: str | None = None,
         password: str | None = None,
         ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
     ) -> None:
         import paho.mqtt.client as mqtt
 
@@ -257,7 +279,11 @@ class Subscriber:
         if username is not None:
             self.client.username_pw_set(username, password)
         if ca_file is not None:
-            self.client.tls_set(ca_certs=str(ca_file))
+            self.client.tls_set(
+                ca_certs=str(ca_file),
+                certfile=str(cert_file) if cert_file else None,
+                keyfile=str(key_file) if key_file else None,
+            )
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message

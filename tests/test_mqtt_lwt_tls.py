@@ -1,4 +1,4 @@
-"""Last Will on a killed process; TLS with CA verification and a password file."""
+"""Last Will on a killed process; TLS with CA verification, a password file and client certificates."""
 
 from __future__ import annotations
 
@@ -53,14 +53,11 @@ def test_killed_process_leaves_retained_offline(broker, subscriber):
     assert msgs[0].text == "offline" and msgs[0].retain
 
 
-def _tls_settings(tls_broker, tls_material, ca=None, **kw):
-    return mqtt_settings(
-        tls_broker,
-        host="localhost",
-        username=tls_material.user,
-        tls={"enabled": True, "ca_file": str(ca or tls_material.ca_cert)},
-        **kw,
-    )
+def _tls_settings(tls_broker, tls_material, ca=None, client_cert=False, **kw):
+    tls = {"enabled": True, "ca_file": str(ca or tls_material.ca_cert)}
+    if client_cert:
+        tls |= {"cert_file": str(tls_material.client_cert), "key_file": str(tls_material.client_key)}
+    return mqtt_settings(tls_broker, host="localhost", username=tls_material.user, tls=tls, **kw)
 
 
 def test_tls_with_password_connects_and_publishes(tls_broker, tls_material, make_sink, subscriber):
@@ -103,3 +100,25 @@ def test_untrusted_ca_one_clear_line_and_retry(tls_broker, tls_material, make_si
     assert "TLS certificate verification failed" in line
     sink.close(0.5)
     assert TEST_PASSWORD not in caplog.text
+
+
+def test_mutual_tls_with_client_certificate_publishes(mtls_broker, tls_material, make_sink, subscriber):
+    s = _tls_settings(mtls_broker, tls_material, client_cert=True)
+    sink = make_sink(s, password=tls_material.password, ha=NO_HA)
+    wait_until(lambda: sink.stats()["connected"], what="mutual-TLS connection")
+    sub = subscriber(
+        "localhost", mtls_broker.port, f"emotiond/{s.device_id}/status",
+        username=tls_material.user, password=tls_material.password, ca_file=tls_material.ca_cert,
+        cert_file=tls_material.client_cert, key_file=tls_material.client_key,
+    )  # fmt: skip
+    assert sub.wait_topic(f"emotiond/{s.device_id}/status")[0].text == "online"
+
+
+def test_mutual_tls_without_client_certificate_is_refused_with_one_line(mtls_broker, tls_material, make_sink, caplog):
+    caplog.set_level(logging.DEBUG)
+    s = _tls_settings(mtls_broker, tls_material)
+    sink = make_sink(s, password=tls_material.password, ha=NO_HA)
+    line = _single_failure_line(caplog, sink, mtls_broker.port)
+    sink.close(0.5)
+    assert TEST_PASSWORD not in caplog.text
+    assert "before accepting" in line and "mqtt.tls.cert_file" in line
