@@ -78,3 +78,30 @@ def test_evaluate_manifest(tiny_int8: Path, tmp_path: Path) -> None:
     assert "precision" in (tmp_path / "rep" / "per_class.md").read_text()
     win = evaluate_manifest(manifest, tiny_int8, mode="window")
     assert win["n"] >= 5
+
+
+def test_avgmax_pooling_converts_to_int8_and_tracks_float(tmp_path: Path) -> None:
+    """The tuning option ``--pooling avgmax`` must stay inside TFLite's int8 builtins."""
+    pytest.importorskip("tensorflow")
+    from emotiond.converter.convert import convert
+    from emotiond.models.training.model import build_model
+
+    model = build_model(WINDOW, FEATURES.n_mels, len(LABELS), widths=(8, 8), pooling="avgmax")
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 2, (64, WINDOW, FEATURES.n_mels)).astype(np.float32)
+    path = tmp_path / "avgmax_int8.tflite"
+    convert(model, x, path, tmp_path / "avgmax_float32.tflite")
+    info = ModelInfo("avgmax", "0", LABELS, FEATURES.to_dict(), WINDOW, NORMALISATION, {"hop_frames": 25})
+    path.with_suffix(".json").write_text(json.dumps(info.to_json()))
+    m = EmotionModel(path)
+    ref = model.predict(x[:8], verbose=0)
+    got = np.array([m.predict(v) for v in x[:8]])
+    assert np.abs(got - ref).max() < 0.1  # int8 quantisation error, not a different network
+
+
+def test_build_model_rejects_unknown_pooling() -> None:
+    pytest.importorskip("tensorflow")
+    from emotiond.models.training.model import build_model
+
+    with pytest.raises(ValueError, match="pooling"):
+        build_model(WINDOW, FEATURES.n_mels, len(LABELS), widths=(8,), pooling="attention")

@@ -162,3 +162,65 @@ def test_default_split_on_the_real_corpora() -> None:
     assert len([s for s in test if s.startswith("emodb:")]) >= 2
     assert not (set(split.train) & test) and not (set(split.val) & test) and not (set(split.train) & set(split.val))
     assert {c.label for c in clips} <= set(LABELS)
+
+
+def test_mixup_blends_pairs_with_the_first_window_dominant() -> None:
+    from emotiond.models.training.train import mixup
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 10, 4)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 32)]
+    w = rng.uniform(0.5, 2.0, 32).astype(np.float32)
+    xm, ym, wm = mixup(x, y, w, 0.4, np.random.default_rng(1))
+    assert xm.shape == x.shape and ym.shape == y.shape and wm.shape == w.shape
+    np.testing.assert_allclose(ym.sum(axis=1), 1.0, rtol=1e-6)  # still a distribution
+    assert (ym[np.arange(32), y.argmax(axis=1)] >= 0.5 - 1e-6).all()  # own label keeps >= half
+    assert (wm >= w.min() - 1e-6).all() and (wm <= w.max() + 1e-6).all()  # convex weights
+    assert not np.allclose(xm, x)
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5])
+def test_window_weights_balance_classes_and_scale_corpora(power: float) -> None:
+    from emotiond.models.training.data import Clip
+    from emotiond.models.training.featurize import FeatureSet
+    from emotiond.models.training.train import window_weights
+
+    def clip(corpus: str, label: str, i: int) -> Clip:
+        return Clip(corpus, f"{label}{i}", Path("x"), label, label, f"{corpus}:s", "f", 1.0)
+
+    clips = [clip("big", "angry", i) for i in range(30)] + [clip("big", "sad", i) for i in range(10)]
+    clips += [clip("small", "angry", i) for i in range(5)] + [clip("small", "sad", i) for i in range(5)]
+    fs = FeatureSet(np.zeros((len(clips), 1, 1), np.float16), np.arange(len(clips), dtype=np.int32), len(clips))
+    w = window_weights(fs, clips, power)
+    total = {(c.corpus, c.label): 0.0 for c in clips}
+    for c, wi in zip(clips, w, strict=True):
+        total[(c.corpus, c.label)] += float(wi)
+    for corpus in ("big", "small"):  # every class of a corpus weighs the same in all
+        assert total[(corpus, "angry")] == pytest.approx(total[(corpus, "sad")])
+    ratio = (total[("big", "angry")] * 2) / (total[("small", "angry")] * 2)
+    assert ratio == pytest.approx((40 / 10) ** power)
+
+
+def test_compare_table_uses_chosen_and_last_epochs(tmp_path: Path) -> None:
+    import json
+
+    from emotiond.models.training.compare import run_summary, table
+
+    history = [{"val_objective": 0.1 * i, "val": {"ravdess": 0.1 * i, "emodb": 0.2}} for i in range(1, 6)]
+    run = tmp_path / "wide"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"history": history, "chosen": {"val_objective": 0.5}}))
+    s = run_summary(run, last=2)
+    assert s["chosen"] == 0.5 and s["last_mean"] == pytest.approx(0.45)
+    assert s["per_corpus"] == {"ravdess": pytest.approx(0.45), "emodb": pytest.approx(0.2)}
+    assert "| wide | 0.500 | 0.450 | 0.450 | 0.200 | – | – |" in table([s], last=2)
+
+
+def test_scalar_norm_experiment_keeps_spectral_shape_and_drops_level() -> None:
+    from emotiond.models.training.scalar_norm_experiment import fit_window_scalar
+
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(60, 40)) + np.linspace(0, 5, 40)  # a tilted spectrum
+    a, b = fit_window_scalar(frames, 100), fit_window_scalar(frames + 3.0, 100)
+    np.testing.assert_allclose(a, b, atol=1e-5)  # gain cancels
+    assert a[:60].mean(axis=0)[-1] - a[:60].mean(axis=0)[0] > 4  # tilt survives

@@ -13,11 +13,16 @@ def build_model(
     kernel: int = 5,
     dropout: float = 0.3,
     l2: float = 1e-4,
+    pooling: str = "avg",
 ):
-    """Conv1D + BN + ReLU + pooling blocks (separable after the first), GAP, softmax.
+    """Conv1D + BN + ReLU + pooling blocks (separable after the first), global pooling, softmax.
+
+    ``pooling="avgmax"`` concatenates global average and global max pooling: the
+    max keeps short, emotion-bearing bursts (a shout, a laugh) that an average
+    over a second of speech washes out.
 
     Every op (Conv2D/DepthwiseConv2D after TFLite lowering, MaxPool, Mean,
-    FullyConnected, Softmax) has an int8 kernel in TFLite builtins.
+    Reduce-max, Concatenation, FullyConnected, Softmax) has an int8 kernel in TFLite builtins.
     """
     import keras
     from keras import layers
@@ -36,7 +41,12 @@ def build_model(
         x = layers.ReLU()(x)
         if i < len(widths) - 1:
             x = layers.MaxPooling1D(2)(x)
-    x = layers.GlobalAveragePooling1D()(x)
+    if pooling == "avgmax":
+        x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling1D()(x)
+    else:
+        raise ValueError(f"pooling must be 'avg' or 'avgmax', not {pooling!r}")
     x = layers.Dropout(dropout)(x)
     out = layers.Dense(n_classes, activation="softmax", name="probs")(x)
     return keras.Model(inp, out, name="emotiond_conv1d")

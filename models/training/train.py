@@ -64,6 +64,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--widths", default="64,96,128,160", help="channels per conv block")
+    p.add_argument("--kernel", type=int, default=5, help="kernel size of the first two conv blocks")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--pooling", choices=("avg", "avgmax"), default="avg", help="global pooling before the classifier")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter; 0 turns it off")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--corpus-power", type=float, default=0.5, help="corpus weight = size ** power (0.5 sqrt, 0 equal)")
     p.add_argument("--aug-copies", type=int, default=2, help="augmented copies of each training clip")
     p.add_argument("--train-stride", type=int, default=1, help="use every N-th training window per epoch")
     p.add_argument("--limit", type=int, default=0, help="at most N clips per speaker (quick runs)")
@@ -144,8 +150,12 @@ def window_labels(fs: FeatureSet, clips: Sequence[Clip]) -> np.ndarray:
     return np.array([index[clips[i].label] for i in fs.clip], dtype=np.int64)
 
 
-def window_weights(fs: FeatureSet, clips: Sequence[Clip]) -> np.ndarray:
-    """Balance classes within each corpus, and corpora by sqrt of their size."""
+def window_weights(fs: FeatureSet, clips: Sequence[Clip], corpus_power: float = 0.5) -> np.ndarray:
+    """Balance classes within each corpus; corpus ``c`` weighs ``size(c) ** corpus_power`` in all.
+
+    0.5 (sqrt) lets big corpora count more without drowning the small ones;
+    0 gives every corpus the same total weight.
+    """
     keys = [(clips[i].corpus, clips[i].label) for i in fs.clip]
     count: dict[tuple[str, str], int] = {}
     for k in keys:
@@ -154,7 +164,7 @@ def window_weights(fs: FeatureSet, clips: Sequence[Clip]) -> np.ndarray:
     for (corpus, _), n in count.items():
         corpus_n[corpus] = corpus_n.get(corpus, 0) + n
     n_cls = {c: len([1 for k in count if k[0] == c]) for c in corpus_n}
-    w = np.array([np.sqrt(corpus_n[c]) / (n_cls[c] * count[(c, lab)]) for c, lab in keys], dtype=np.float32)
+    w = np.array([corpus_n[c] ** corpus_power / (n_cls[c] * count[(c, lab)]) for c, lab in keys], dtype=np.float32)
     return w / w.mean()
 
 
@@ -194,6 +204,25 @@ def val_objective(scores: dict[str, Any]) -> float:
     return float(np.mean(vals)) if vals else 0.0
 
 
+def mixup(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blend each window with another of the batch (one Beta(alpha, alpha) weight per pair).
+
+    Acted corpora give the network a few speakers to memorise; blending windows
+    of different speakers and emotions smooths the decision boundary between them.
+    """
+    lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
+    lam = np.maximum(lam, 1 - lam)  # the first window stays dominant
+    perm = rng.permutation(len(x))
+    xl = lam[:, None, None]
+    return (
+        xl * x + (1 - xl) * x[perm],
+        lam[:, None] * y + (1 - lam[:, None]) * y[perm],
+        lam * w + (1 - lam) * w[perm],
+    )
+
+
 def train_model(
     args: argparse.Namespace,
     x: np.ndarray,
@@ -209,15 +238,24 @@ def train_model(
 
     keras.utils.set_random_seed(args.seed)
     widths = tuple(int(v) for v in args.widths.split(","))
-    model = build_model(x.shape[1], x.shape[2], len(LABELS), widths=widths)
+    model = build_model(
+        x.shape[1],
+        x.shape[2],
+        len(LABELS),
+        widths=widths,
+        kernel=args.kernel,
+        dropout=args.dropout,
+        pooling=args.pooling,
+    )
     rng = np.random.default_rng(args.seed)
+    n_classes = len(LABELS)
     stride = max(1, args.train_stride)
     steps = int(np.ceil(len(x) / stride / args.batch_size))
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
     model.compile(
         optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4),
-        loss="sparse_categorical_crossentropy",
-        weighted_metrics=["accuracy"],
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+        weighted_metrics=["categorical_accuracy"],
     )
 
     class Batches(keras.utils.PyDataset):
@@ -236,7 +274,11 @@ def train_model(
         def __getitem__(self, i):
             idx = self.order[i * args.batch_size : (i + 1) * args.batch_size]
             xb = spec_mask(x[idx].astype(np.float32), rng)
-            return xb, y[idx], w[idx]
+            yb = np.eye(n_classes, dtype=np.float32)[y[idx]]
+            wb = w[idx]
+            if args.mixup > 0:
+                xb, yb, wb = mixup(xb, yb, wb, args.mixup, rng)
+            return xb, yb, wb
 
     history: list[dict[str, Any]] = []
     snapshots: list[list[np.ndarray]] = []
@@ -311,12 +353,14 @@ def subset(fs: FeatureSet, clips: Sequence[Clip], part: Sequence[Clip]) -> Featu
     return FeatureSet(fs.x[keep], new_index[fs.clip[keep]].astype(np.int32), len(part))
 
 
-def concat(sets: Sequence[tuple[FeatureSet, list[Clip]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def concat(
+    sets: Sequence[tuple[FeatureSet, list[Clip]]], corpus_power: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xs, ys, ws = [], [], []
     for fs, clips in sets:
         xs.append(fs.x)
         ys.append(window_labels(fs, clips))
-        ws.append(window_weights(fs, clips))
+        ws.append(window_weights(fs, clips, corpus_power))
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
 
@@ -366,7 +410,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         )
         train_sets.append((fs, parts["train"]))
         log(f"augmented copy {copy}: {len(fs.x)} windows")
-    x, y, w = concat(train_sets)
+    x, y, w = concat(train_sets, args.corpus_power)
     log(f"training windows: {len(x)}")
     val = (feats["val"], parts["val"]) if parts["val"] else None
     model, history, chosen = train_model(args, x, y, w, val, args.epochs, log)
