@@ -14,13 +14,20 @@ from .. import exitcodes
 from ..dsp.audio import AudioFileError, load_mono_16k
 from ..dsp.frontend import clip_windows
 from ..models.runtime import EmotionModel
+from .adaptation import fresh_normaliser
 from .config import Settings
 from .service import load_model, window_params
 
 
 def classify_signal(model: EmotionModel, settings: Settings, signal: np.ndarray) -> dict[str, Any]:
     """Mean window probabilities of a clip, as the smoother summarises an utterance."""
-    windows = clip_windows(signal, settings.vad.params(), settings.denoise.params(), window_params(settings, model))
+    windows = clip_windows(
+        signal,
+        settings.vad.params(),
+        settings.denoise.params(),
+        window_params(settings, model),
+        normaliser=fresh_normaliser(model.info, settings.adapt.horizon_s),
+    )
     if not windows:
         return {"emotion": None, "confidence": 0.0, "probabilities": {}, "windows": 0,
                 "duration_s": round(len(signal) / 16000, 3)}

@@ -110,6 +110,25 @@ class FeatureSettings(_Section):
         return v
 
 
+class AdaptSettings(_Section):
+    """Household adaptation of the model input (stage ``adapt``), for models trained with it.
+
+    The model's sidecar says which normalisation it was trained with; these
+    keys only tune the household estimate of a ``household_band_z`` model.
+    """
+
+    horizon_s: float | None = Field(
+        None, gt=0, le=1e7, description="seconds of speech the household estimate remembers; null = the model's"
+    )
+    state_file: Path | None = Field(
+        None,
+        description="where the estimate survives restarts; null = $STATE_DIRECTORY/household.json under systemd, "
+        "else not kept",
+    )
+    save_interval_s: float = Field(300.0, ge=5, le=86400, description="how often the estimate is written")
+    reset: bool = Field(False, description="true = forget the household at start (use once, e.g. with --set)")
+
+
 class ModelSettings(_Section):
     """The int8 TFLite classifier (stage ``model``)."""
 
@@ -205,6 +224,7 @@ class Settings(_Section):
     vad: VadSettings = Field(default_factory=VadSettings)
     denoise: DenoiseSettings = Field(default_factory=DenoiseSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    adapt: AdaptSettings = Field(default_factory=AdaptSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     smoother: SmootherSettings = Field(default_factory=SmootherSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -210,13 +210,17 @@ class CaptureSink:
 
 
 def build_pipeline(settings: Any, model: Any, sinks: Sequence[Any] = (), on_utterance: Callable | None = None):
-    """A ``Pipeline`` wired exactly as ``Daemon.start`` wires it (minus the network sinks)."""
+    """A ``Pipeline`` wired exactly as ``Daemon.start`` wires it (minus the network sinks).
+
+    Its adapt stage starts from the training statistics, as a new installation does.
+    """
     from ..dsp.smoother import Smoother
+    from .adaptation import fresh_normaliser
     from .payloads import PayloadFactory
     from .pipeline import Pipeline
     from .service import build_frontend
 
-    frontend = build_frontend(settings, model)
+    frontend = build_frontend(settings, model, fresh_normaliser(model.info, settings.adapt.horizon_s))
     smoother = Smoother(model.labels, settings.smoother.params())
     return Pipeline(frontend, model, smoother, PayloadFactory(settings.mqtt.device()), list(sinks), on_utterance)
 
@@ -254,6 +258,140 @@ def with_denoise(settings: Any, enabled: bool) -> Any:
     if settings.denoise.enabled == enabled:
         return settings
     return settings.model_copy(update={"denoise": settings.denoise.model_copy(update={"enabled": enabled})})
+
+
+# -- session mode ----------------------------------------------------------------
+
+GAP_S = (1.0, 3.0)
+
+
+def parse_skew(text: str | None) -> tuple[str, float] | None:
+    """``neutral=0.6`` → ``("neutral", 0.6)``; ``None`` keeps every clip."""
+    if not text:
+        return None
+    label, _, share = text.partition("=")
+    try:
+        value = float(share)
+    except ValueError:
+        raise ValueError(f"--skew {text!r}: expected LABEL=SHARE, e.g. neutral=0.6") from None
+    if not label or not 0 < value < 1:
+        raise ValueError(f"--skew {text!r}: expected LABEL=SHARE with 0 < SHARE < 1")
+    return label.strip(), value
+
+
+def sessions(clips: Sequence[Clip], seed: int, skew: tuple[str, float] | None = None) -> dict[str, list[Clip]]:
+    """Each speaker's clips in the order one long-lived pipeline hears them (seeded shuffle).
+
+    With ``skew=("neutral", 0.6)`` the other classes are subsampled so that
+    neutral is 60 % of a speaker's session (a speaker with no neutral clip keeps all).
+    """
+    rng = np.random.default_rng(seed)
+    by: dict[str, list[Clip]] = {}
+    for c in clips:
+        by.setdefault(c.speaker or "all", []).append(c)
+    out: dict[str, list[Clip]] = {}
+    for speaker in sorted(by):
+        group = list(by[speaker])
+        if skew is not None:
+            label, share = skew
+            main = [c for c in group if c.label == label]
+            rest = [c for c in group if c.label != label]
+            if main:
+                keep = min(len(rest), round(len(main) * (1 - share) / share))
+                picked = sorted(rng.choice(len(rest), size=keep, replace=False).tolist()) if keep else []
+                group = main + [rest[i] for i in picked]
+        order = rng.permutation(len(group))
+        out[speaker] = [group[i] for i in order]
+    return out
+
+
+def run_session(
+    settings: Any, model: Any, session: Sequence[Clip], rng: np.random.Generator, progress: Callable | None = None
+) -> tuple[list[list[dict[str, Any]]], float]:
+    """Play a session through one pipeline, 1–3 s of background between clips; each clip's utterance events.
+
+    An utterance belongs to the clip it overlaps most. Returns the per-clip
+    events and the audio seconds played.
+    """
+    bounds: list[tuple[float, float]] = []
+    captured: list[tuple[float, float, dict[str, Any]]] = []
+    pipe = build_pipeline(settings, model, [], lambda summary, payload: captured.append(
+        (summary.start_s, summary.end_s, payload)))
+    block = max(1, settings.source.block_ms * SAMPLE_RATE // 1000)
+    pending = np.zeros(0)
+    t = 0
+    for clip in session:
+        if progress is not None:
+            progress()
+        x = load_mono_16k(clip.path)
+        gap = int(rng.uniform(*GAP_S) * SAMPLE_RATE)
+        sig = np.concatenate([rng.normal(0.0, pad_level(x), gap), x])
+        bounds.append(((t + gap) / SAMPLE_RATE, (t + len(sig)) / SAMPLE_RATE))
+        t += len(sig)
+        pending = np.concatenate([pending, sig])
+        n = len(pending) // block * block
+        for i in range(0, n, block):
+            pipe.process(pending[i : i + block])
+        pending = pending[n:]
+    tail = np.concatenate([pending, rng.normal(0.0, 1e-4, int(PAD_S * SAMPLE_RATE))])
+    for i in range(0, len(tail), block):
+        pipe.process(tail[i : i + block])
+    pipe.finish()
+    per_clip: list[list[dict[str, Any]]] = [[] for _ in session]
+    starts = np.array([b[0] for b in bounds])
+    ends = np.array([b[1] for b in bounds])
+    for u0, u1, payload in captured:
+        overlap = np.minimum(ends, u1) - np.maximum(starts, u0)
+        k = int(np.argmax(overlap))
+        if overlap[k] > 0:
+            per_clip[k].append(payload)
+    return per_clip, (t + len(tail)) / SAMPLE_RATE
+
+
+def score_sessions(
+    settings: Any,
+    model: Any,
+    clips: Sequence[Clip],
+    seed: int = 0,
+    skew: tuple[str, float] | None = None,
+    progress: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """``--mode session``: every speaker's clips through one pipeline each, so adaptation evolves as live."""
+    labels = list(model.labels)
+    index = {k: i for i, k in enumerate(labels)}
+    rng = np.random.default_rng(seed)
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    misses: list[str] = []
+    per_speaker: dict[str, list[int]] = {}
+    n_events = 0
+    audio_s = 0.0
+    t0 = time.process_time()
+    played = sessions(clips, seed, skew)
+    for speaker, session in played.items():
+        per_clip, seconds = run_session(settings, model, session, rng, progress)
+        audio_s += seconds
+        for clip, events in zip(session, per_clip, strict=True):
+            n_events += len(events)
+            probs = stream_probabilities(events, labels)
+            pred = -1 if probs is None else int(np.argmax(probs))
+            if pred < 0:
+                misses.append(str(clip.path))
+            y_true.append(index[clip.label])
+            y_pred.append(pred)
+            per_speaker.setdefault(speaker, []).append(int(pred == y_true[-1]))
+    result = metrics(y_true, y_pred, labels)
+    result["no_event"] = result.pop("no_window")
+    result["no_event_clips"] = misses[:50]
+    result["mode"] = "session"
+    result["utterance_events"] = n_events
+    result["sessions"] = {s: len(v) for s, v in played.items()}
+    result["skew"] = None if skew is None else {"label": skew[0], "share": skew[1]}
+    result["prediction"] = "duration-weighted mean of the clip's utterance events, one pipeline per speaker"
+    result["per_speaker_accuracy"] = {s: float(np.mean(v)) for s, v in sorted(per_speaker.items())}
+    result["cpu_s"] = round(time.process_time() - t0, 3)
+    result["audio_s"] = round(audio_s, 3)
+    return result
 
 
 # -- scoring -------------------------------------------------------------------
@@ -336,7 +474,13 @@ def _short(r: dict[str, Any]) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emotiond eval", description="Score a labelled manifest (path,label[,speaker]).")
     p.add_argument("manifest", type=Path)
-    p.add_argument("--mode", choices=("clip", "stream", "both"), default="clip")
+    p.add_argument(
+        "--mode",
+        choices=("clip", "stream", "both", "session"),
+        default="clip",
+        help="session: each speaker's clips through one long-lived pipeline (adaptation as live)",
+    )
+    p.add_argument("--skew", help="session mode: LABEL=SHARE, e.g. neutral=0.6, subsamples the other classes")
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--config", type=Path)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -364,7 +508,7 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
         lines.append(line)
     for m in modes:
         miss = results[m].get("no_event", results[m].get("no_window", 0))
-        lines.append(f"{m}: {miss} clip(s) without {'an utterance event' if m == 'stream' else 'a window'}")
+        lines.append(f"{m}: {miss} clip(s) without {'a window' if m == 'clip' else 'an utterance event'}")
     labels = results[modes[0]]["labels"]
     lines.append("per-class recall: " + ", ".join(
         f"{k} " + "/".join(f"{results[m]['per_class'][k]['recall']:.2f}" for m in modes) for k in labels))
@@ -413,6 +557,14 @@ def eval_main(argv: list[str]) -> int:
               file=sys.stderr)
         return exitcodes.DATAERR
     modes = ["clip", "stream"] if args.mode == "both" else [args.mode]
+    try:
+        skew = parse_skew(args.skew)
+    except ValueError as exc:
+        print(f"emotiond eval: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    if args.noise and "session" in modes:
+        print("emotiond eval: --noise is not supported with --mode session", file=sys.stderr)
+        return exitcodes.USAGE
     out: dict[str, Any] = {
         "manifest": str(args.manifest),
         "model": str(model.path),
@@ -432,7 +584,12 @@ def eval_main(argv: list[str]) -> int:
     tick = lambda: bar.advance(task)  # noqa: E731
     try:
         bar.start()
-        results = {m: score(settings, model, clips, m, seed=args.seed, progress=tick) for m in modes}
+        results = {
+            m: score_sessions(settings, model, clips, args.seed, skew, tick)
+            if m == "session"
+            else score(settings, model, clips, m, seed=args.seed, progress=tick)
+            for m in modes
+        }
         for r in results.values():
             r["skipped"] = out["skipped"]
         out["results"] = results

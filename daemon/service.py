@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 
 from .. import __version__, exitcodes
+from ..dsp.adapt import WindowNormaliser
 from ..dsp.frontend import Frontend, WindowParams
 from ..dsp.smoother import Smoother
 from ..models.runtime import DEFAULT_MODEL, EmotionModel, ModelError
+from .adaptation import Household
 from .config import ConfigError, Settings, load_settings
 from .notify import ServiceNotifier
 from .payloads import STATUS_DEGRADED, STATUS_ONLINE, PayloadFactory, Topics
@@ -72,8 +74,11 @@ def window_params(settings: Settings, model: EmotionModel) -> WindowParams:
     return WindowParams(window_frames, settings.features.hop_ms // FEATURE_HOP_MS, min_frames)
 
 
-def build_frontend(settings: Settings, model: EmotionModel) -> Frontend:
-    return Frontend(settings.vad.params(), settings.denoise.params(), window_params(settings, model))
+def build_frontend(settings: Settings, model: EmotionModel, normaliser: WindowNormaliser | None = None) -> Frontend:
+    """The DSP stages; ``normaliser`` (the adapt stage) outlives a rebuilt frontend, so a reload keeps the household."""
+    return Frontend(
+        settings.vad.params(), settings.denoise.params(), window_params(settings, model), normaliser=normaliser
+    )
 
 
 def make_source(settings: Settings, fast: bool = False) -> AudioSource:
@@ -215,6 +220,7 @@ class Daemon:
         self._status = STATUS_ONLINE
         self._last_health = 0.0
         self.model: EmotionModel | None = None
+        self.household: Household | None = None
         self.pipeline: Pipeline | None = None
         self.sinks: list[Sink] = []
         self.source: AudioSource | None = None
@@ -247,7 +253,8 @@ class Daemon:
             self.source = None
         self.notifier.status("loading model")
         self.model = load_model(self.settings)
-        frontend = build_frontend(self.settings, self.model)
+        self.household = Household(self.model.info, self.settings.adapt)
+        frontend = build_frontend(self.settings, self.model, self.household.normaliser)
         smoother = Smoother(self.model.labels, self.settings.smoother.params())
         self.sinks = make_sinks(self.settings, self.model.labels, self.force_stdout)
         payloads = PayloadFactory(self.settings.mqtt.device())
@@ -325,6 +332,8 @@ class Daemon:
             if not self.pipeline.failing:
                 self.notifier.watchdog()  # only while the loop really makes progress
             self._maybe_health(source)
+            if self.household is not None:
+                self.household.maybe_save()
         return True
 
     def _sleep(self, seconds: float) -> None:
@@ -372,6 +381,7 @@ class Daemon:
             "overruns": source.overruns if source else 0,
             "model": {"name": self.model.info.name, "version": self.model.info.version, "runtime": self.model.runtime},
             "pipeline": self.pipeline.stats.as_dict(),
+            "adapt": self.household.describe() if self.household is not None else None,
             "mqtt": sink_stats,
         }
 
@@ -404,7 +414,7 @@ class Daemon:
         if new.smoother != old.smoother:
             self.pipeline.smoother.params = new.smoother.params()
         if (new.vad, new.denoise, new.features) != (old.vad, old.denoise, old.features):
-            self.pipeline.replace_frontend(build_frontend(new, self.model))
+            self.pipeline.replace_frontend(build_frontend(new, self.model, self.household.normaliser))
         if (new.mqtt, new.homeassistant, new.stdout) != (old.mqtt, old.homeassistant, old.stdout):
             for sink in self.sinks:
                 with contextlib.suppress(Exception):
@@ -414,13 +424,15 @@ class Daemon:
                 sink.start()
             self.pipeline.sinks = list(self.sinks)
             self.pipeline.payloads.device = new.mqtt.device()
-        if (new.source, new.model) != (old.source, old.model):
-            log.warning("source and model settings change only on restart; kept the running ones")
+        if (new.source, new.model, new.adapt) != (old.source, old.model, old.adapt):
+            log.warning("source, model and adapt settings change only on restart; kept the running ones")
         log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
         self.notifier.reloaded()
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        if self.household is not None:
+            self.household.maybe_save(force=True)
         for sink in self.sinks:
             try:
                 sink.close(1.5)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .adapt import PerWindowMean, SegmentStats, WindowNormaliser
 from .denoise import GateParams, SpectralGate
-from .features import FEATURES, FeatureConfig, Spectrum, StreamingFramer, fit_window
+from .features import FEATURES, FeatureConfig, Spectrum, StreamingFramer
 from .vad import Span, VadParams, VoiceActivitySegmenter
 
 
@@ -61,6 +62,7 @@ class SegmentEnd:
     start_sample: int
     end_sample: int
     n_windows: int
+    stats: SegmentStats | None = None  # its speech frames' sufficient statistics (the adapt stage learns from them)
 
 
 FrontendEvent = SegmentStart | Window | SegmentEnd
@@ -79,6 +81,7 @@ class _Utterance:
         self.n_windows = 0
         self.frames_at_last_window = 0
         self.end_sample = start_sample
+        self.stats = SegmentStats(total=np.zeros(n_mels), total_sq=np.zeros(n_mels))
 
     def append(self, frame: np.ndarray) -> None:
         if self._len == len(self._buf):
@@ -102,9 +105,11 @@ class Frontend:
         gate: GateParams = GateParams(),
         window: WindowParams = WindowParams(),
         cfg: FeatureConfig = FEATURES,
+        normaliser: WindowNormaliser | None = None,
     ) -> None:
         self.cfg = cfg
         self.window = window
+        self.normaliser: WindowNormaliser = normaliser if normaliser is not None else PerWindowMean()
         self.spectrum = Spectrum(cfg)
         self.framer = StreamingFramer(cfg)
         self.vad = VoiceActivitySegmenter(vad, cfg.sample_rate)
@@ -196,7 +201,9 @@ class Frontend:
         if len(gated) == 0:
             return
         w = self.window
-        for frame in self.spectrum.log_mel(gated):
+        log_mel = self.spectrum.log_mel(gated)
+        utt.stats.add(log_mel)
+        for frame in log_mel:
             utt.append(frame)
             self._gated_index += 1
             utt.end_sample = (self._gated_index - 1) * self.cfg.hop_length + self.cfg.frame_length
@@ -209,7 +216,8 @@ class Frontend:
         utt.frames_at_last_window = utt.n_frames
         recent = utt.recent()
         start = utt.end_sample - self.cfg.frame_length - (len(recent) - 1) * self.cfg.hop_length
-        return Window(utt.segment, fit_window(recent, self.window.window_frames), start, utt.end_sample, len(recent))
+        features = self.normaliser.window(recent, self.window.window_frames)
+        return Window(utt.segment, features, start, utt.end_sample, len(recent))
 
     def _close(self) -> list[FrontendEvent]:
         utt = self._utt
@@ -222,7 +230,9 @@ class Frontend:
                 events.append(self._window(utt))
         elif utt.n_frames - utt.frames_at_last_window >= w.hop_frames // 2:
             events.append(self._window(utt))
-        events.append(SegmentEnd(utt.segment, utt.start_sample, utt.end_sample, utt.n_windows))
+        # The utterance is judged first, then learnt from: live and in training alike.
+        self.normaliser.observe(utt.stats)
+        events.append(SegmentEnd(utt.segment, utt.start_sample, utt.end_sample, utt.n_windows, utt.stats))
         self._utt = None
         return events
 
@@ -232,8 +242,9 @@ def clip_windows(
     vad: VadParams = VadParams(),
     gate: GateParams = GateParams(),
     window: WindowParams = WindowParams(),
+    normaliser: WindowNormaliser | None = None,
 ) -> list[Window]:
     """All windows the live daemon would classify for one 16 kHz clip."""
-    fe = Frontend(vad, gate, window)
+    fe = Frontend(vad, gate, window, normaliser=normaliser)
     events = fe.push(signal) + fe.flush()
     return [e for e in events if isinstance(e, Window)]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..dsp.adapt import NORMALISERS, HouseholdNormaliser
 from ..dsp.features import FEATURES, FeatureConfig
 from ..quiet import quiet_native_stderr
 
@@ -74,7 +75,7 @@ class ModelInfo:
 
 
 _SIDECAR_KEYS = {"schema", "name", "version", "labels", "features", "window_frames", "normalisation"}
-NORMALISATION = "per_window_band_mean"
+NORMALISATION = "per_window_band_mean"  # the default; dsp.adapt.NORMALISERS lists every one a model may name
 
 
 def sidecar_path(model_path: Path) -> Path:
@@ -96,8 +97,19 @@ def load_info(model_path: Path, cfg: FeatureConfig = FEATURES) -> ModelInfo:
     if diff:
         shown = ", ".join(f"{k}={a!r} (dsp has {b!r})" for k, (a, b) in sorted(diff.items()))
         raise ModelError(f"{model_path}: feature parameters do not match this emotiond: {shown}")
-    if info.normalisation != NORMALISATION:
-        raise ModelError(f"{model_path}: normalisation {info.normalisation!r} is not {NORMALISATION!r}")
+    if info.normalisation not in NORMALISERS:
+        raise ModelError(
+            f"{model_path}: normalisation {info.normalisation!r} is not one of {', '.join(NORMALISERS)}"
+        )
+    if info.normalisation == HouseholdNormaliser.name:
+        adapt = info.extra.get("adapt")
+        n_mels = int(info.features.get("n_mels", 0))
+        try:
+            ok = len(adapt["prior_mean"]) == n_mels and len(adapt["prior_var"]) == n_mels
+        except (TypeError, KeyError):
+            ok = False
+        if not ok:
+            raise ModelError(f"{side}: 'adapt' must hold prior_mean and prior_var with {n_mels} values each")
     return info
 
 

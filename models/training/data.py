@@ -26,7 +26,13 @@ LABELS: tuple[str, ...] = ("angry", "disgust", "fearful", "happy", "neutral", "s
 #: rather than taught as neutral.
 LABEL_MAP: dict[str, str | None] = {"calm": "neutral", "boredom": None}
 
-CORPORA: tuple[str, ...] = ("ravdess", "tess", "savee", "emodb", "turevdb")
+#: Corpora with categorical labels, trained on the seven classes.
+CORPORA: tuple[str, ...] = ("ravdess", "tess", "savee", "emodb", "turevdb", "ased", "nemo")
+#: BAVED labels the *level* of emotion (low / neutral / high), not a category:
+#: it trains the auxiliary arousal head only (docs/model-card.md).
+LEVEL_CORPORA: tuple[str, ...] = ("baved",)
+LEVELS: tuple[str, ...] = ("low", "neutral", "high")
+ALL_CORPORA: tuple[str, ...] = CORPORA + LEVEL_CORPORA
 DATA_ENV = "EMOTIOND_DATA"
 
 
@@ -53,14 +59,17 @@ def data_dir(arg: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
-def map_label(label: str, mapping: Mapping[str, str | None] = LABEL_MAP) -> str | None:
+def map_label(label: str, mapping: Mapping[str, str | None] | None = LABEL_MAP) -> str | None:
+    """The shipped label for a corpus label; ``mapping=None`` keeps every label as it is."""
     label = label.strip().lower()
+    if mapping is None:
+        return label
     if label in mapping:
         return mapping[label]
     return label if label in LABELS else None
 
 
-def load_corpus(root: Path, corpus: str, mapping: Mapping[str, str | None] = LABEL_MAP) -> list[Clip]:
+def load_corpus(root: Path, corpus: str, mapping: Mapping[str, str | None] | None = LABEL_MAP) -> list[Clip]:
     """All usable clips of one corpus folder, in ``labels.csv`` order."""
     folder = Path(root) / corpus
     table = folder / "labels.csv"

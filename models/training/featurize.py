@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ...dsp.adapt import RawWindows
 from ...dsp.denoise import GateParams
 from ...dsp.features import FEATURES, SAMPLE_RATE
-from ...dsp.frontend import WindowParams, clip_windows
+from ...dsp.frontend import Frontend, SegmentEnd, Window, WindowParams
 from ...dsp.vad import VadParams
 from .augment import augment
 from .data import Clip
@@ -47,12 +48,42 @@ class FrontendParams:
         return {"vad": asdict(self.vad), "gate": asdict(self.gate), "window": asdict(self.window)}
 
 
-def clip_features(x: np.ndarray, fp: FrontendParams) -> np.ndarray:
-    """``(n_windows, window_frames, n_mels)`` float32; zero windows when the VAD finds no speech."""
-    wins = clip_windows(x, vad=fp.vad, gate=fp.gate, window=fp.window)
-    if not wins:
-        return np.zeros((0, fp.window.window_frames, FEATURES.n_mels), np.float32)
-    return np.stack([w.features for w in wins]).astype(np.float32)
+@dataclass
+class ClipFeatures:
+    """One clip through the daemon's front end: raw (un-normalised) windows and its utterances' statistics."""
+
+    x: np.ndarray  # (n_windows, window_frames, n_mels) float32, zero-padded after n_frames
+    n_frames: np.ndarray  # (n_windows,) speech frames in each window
+    seg: np.ndarray  # (n_windows,) index of the window's utterance in seg_*
+    seg_n: np.ndarray  # (n_segments,) speech frames per utterance
+    seg_sum: np.ndarray  # (n_segments, n_mels)
+    seg_sumsq: np.ndarray  # (n_segments, n_mels)
+
+
+def clip_features(x: np.ndarray, fp: FrontendParams) -> ClipFeatures:
+    """The windows the daemon would classify, before the adapt stage normalises them (``RawWindows``).
+
+    Training applies either normaliser afterwards (``normalise_batch``), with
+    exactly the arithmetic of ``dsp.adapt``; keeping the raw windows and each
+    utterance's sufficient statistics lets the household estimator run over
+    any sequence of clips without running the front end again.
+    """
+    fe = Frontend(fp.vad, fp.gate, fp.window, normaliser=RawWindows())
+    events = fe.push(x) + fe.flush()
+    wins = [e for e in events if isinstance(e, Window)]
+    ends = [e for e in events if isinstance(e, SegmentEnd) and e.stats is not None and e.stats.n > 0]
+    seg_index = {e.segment: i for i, e in enumerate(ends)}
+    n_mels = FEATURES.n_mels
+    return ClipFeatures(
+        x=np.stack([w.features for w in wins]).astype(np.float32)
+        if wins
+        else np.zeros((0, fp.window.window_frames, n_mels), np.float32),
+        n_frames=np.array([w.n_frames for w in wins], np.int16),
+        seg=np.array([seg_index[w.segment] for w in wins], np.int32),
+        seg_n=np.array([e.stats.n for e in ends], np.int32),
+        seg_sum=np.array([e.stats.total for e in ends], np.float64).reshape(-1, n_mels),
+        seg_sumsq=np.array([e.stats.total_sq for e in ends], np.float64).reshape(-1, n_mels),
+    )
 
 
 # -- worker state for augmented extraction -----------------------------------
@@ -65,7 +96,7 @@ def _init(noise_paths: Sequence[str]) -> None:
     _NOISES = [read_audio(Path(p)) for p in noise_paths]
 
 
-def _job(args: tuple) -> tuple[int, np.ndarray]:
+def _job(args: tuple) -> tuple[int, ClipFeatures]:
     idx, path, seed, babble_paths, fp = args
     x = read_audio(Path(path))
     if seed is not None:
@@ -77,14 +108,51 @@ def _job(args: tuple) -> tuple[int, np.ndarray]:
 
 @dataclass
 class FeatureSet:
-    x: np.ndarray  # (N, T, F) float16
+    """Raw windows of many clips plus their utterances' statistics (see ``ClipFeatures``)."""
+
+    x: np.ndarray  # (N, T, F) float16, raw log-mel, zero-padded after n_frames
     clip: np.ndarray  # (N,) index into ``clips``
     n_clips: int
+    n_frames: np.ndarray  # (N,)
+    seg: np.ndarray  # (N,) index into seg_*
+    seg_clip: np.ndarray  # (S,) clip of each utterance, in the clip's own order
+    seg_n: np.ndarray  # (S,)
+    seg_sum: np.ndarray  # (S, F)
+    seg_sumsq: np.ndarray  # (S, F)
 
     def per_clip(self) -> list[np.ndarray]:
         order = np.argsort(self.clip, kind="stable")
         bounds = np.searchsorted(self.clip[order], np.arange(self.n_clips + 1))
         return [order[bounds[i] : bounds[i + 1]] for i in range(self.n_clips)]
+
+    def segments_per_clip(self) -> list[np.ndarray]:
+        order = np.argsort(self.seg_clip, kind="stable")
+        bounds = np.searchsorted(self.seg_clip[order], np.arange(self.n_clips + 1))
+        return [order[bounds[i] : bounds[i + 1]] for i in range(self.n_clips)]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in _ARRAYS}
+
+    @classmethod
+    def from_clips(cls, results: Sequence[ClipFeatures], n_mels: int, window_frames: int) -> FeatureSet:
+        def cat(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+            return np.concatenate(parts) if parts else empty
+
+        seg_offset = np.cumsum([0] + [len(r.seg_n) for r in results])
+        return cls(
+            x=cat([r.x for r in results], np.zeros((0, window_frames, n_mels), np.float32)).astype(np.float16),
+            clip=cat([np.full(len(r.x), i, np.int32) for i, r in enumerate(results)], np.zeros(0, np.int32)),
+            n_clips=len(results),
+            n_frames=cat([r.n_frames for r in results], np.zeros(0, np.int16)),
+            seg=cat([r.seg + seg_offset[i] for i, r in enumerate(results)], np.zeros(0, np.int32)).astype(np.int32),
+            seg_clip=cat([np.full(len(r.seg_n), i, np.int32) for i, r in enumerate(results)], np.zeros(0, np.int32)),
+            seg_n=cat([r.seg_n for r in results], np.zeros(0, np.int32)),
+            seg_sum=cat([r.seg_sum for r in results], np.zeros((0, n_mels))).astype(np.float64),
+            seg_sumsq=cat([r.seg_sumsq for r in results], np.zeros((0, n_mels))).astype(np.float64),
+        )
+
+
+_ARRAYS = ("x", "clip", "n_frames", "seg", "seg_clip", "seg_n", "seg_sum", "seg_sumsq")
 
 
 def extract(
@@ -105,7 +173,7 @@ def extract(
             "features": FEATURES.to_dict(),
             "seed": augment_seed,
             "noise": [p.name for p in noise_paths],
-            "v": 2,
+            "v": 3,
         },
         sort_keys=True,
     )
@@ -113,7 +181,7 @@ def extract(
     cache = Path(cache_dir) / f"{tag}-{key}.npz"
     if cache.is_file():
         z = np.load(cache)
-        return FeatureSet(z["x"], z["clip"], len(clips))
+        return FeatureSet(n_clips=len(clips), **{k: z[k] for k in _ARRAYS})
     jobs = []
     rng = np.random.default_rng(augment_seed)
     by_speaker: dict[str, list[int]] = {}
@@ -128,23 +196,14 @@ def extract(
             for s in rng.choice(others, size=min(3, len(others)), replace=False) if others else []:
                 babble_paths.append(str(clips[int(rng.choice(by_speaker[s]))].path))
         jobs.append((i, str(c.path), seed, babble_paths, fp))
-    results: list[np.ndarray | None] = [None] * len(clips)
+    results: list[ClipFeatures | None] = [None] * len(clips)
     ctx = get_context("fork")
     with ctx.Pool(workers, initializer=_init, initargs=([str(p) for p in noise_paths],)) as pool:
         for n, (i, feats) in enumerate(pool.imap_unordered(_job, jobs, chunksize=8)):
             results[i] = feats
             if (n + 1) % 1000 == 0:
                 log(f"  {tag}: {n + 1}/{len(jobs)} clips")
-    xs = [r for r in results if r is not None and len(r)]
-    x = (
-        np.concatenate(xs).astype(np.float16)
-        if xs
-        else np.zeros((0, fp.window.window_frames, FEATURES.n_mels), np.float16)
-    )
-    clip = np.concatenate(
-        [np.full(len(r), i, np.int32) for i, r in enumerate(results) if r is not None and len(r)]
-        or [np.zeros(0, np.int32)]
-    )
+    fs = FeatureSet.from_clips([r for r in results if r is not None], FEATURES.n_mels, fp.window.window_frames)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, x=x, clip=clip)
-    return FeatureSet(x, clip, len(clips))
+    np.savez(cache, **fs.arrays())
+    return fs

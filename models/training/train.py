@@ -17,25 +17,36 @@ run the same recipe under the other protocols.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...dsp.adapt import AdaptParams
 from ...dsp.features import FEATURES
 from ...dsp.frontend import WindowParams
 from ..evaluate import clip_prediction, metrics, per_class_table, plot_confusion
-from ..runtime import NORMALISATION, EmotionModel, ModelInfo, sidecar_path
+from ..runtime import EmotionModel, ModelInfo, sidecar_path
 from .augment import spec_mask
 from .data import CORPORA, LABEL_MAP, LABELS, Clip, data_dir, load_corpora, load_noise, select, speaker_split
 from .featurize import FeatureSet, FrontendParams, extract
+from .normalise import (
+    HOUSEHOLD,
+    WINDOW,
+    fixed_households,
+    household_orders,
+    household_scales,
+    normalise_batch,
+    training_prior,
+)
 
 MODEL_NAME = "emotiond-conv1d"
 MODEL_VERSION = "1.0.0"
@@ -83,6 +94,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "keep the average of the last 3 epochs (no validation, test still unseen); "
         "--no-fit-on-train-val keeps validation for checkpoint choice. Ignored with --select-only",
     )
+    p.add_argument(
+        "--normalisation",
+        choices=(WINDOW, HOUSEHOLD),
+        type=lambda v: {"window": WINDOW, "household": HOUSEHOLD}.get(v, v),
+        default=WINDOW,
+        help="adapt stage: per-window band mean, or z-score against the household's running statistics",
+    )
+    p.add_argument("--horizon-s", type=float, default=600.0, help="household estimate: seconds of speech remembered")
+    p.add_argument("--prior-s", type=float, default=30.0, help="household estimate: weight of the training statistics")
+    p.add_argument(
+        "--teacher",
+        choices=("none", "clip", "10", "30"),
+        default="none",
+        help="distil from the Whisper teacher, its clips encoded at their own length or padded to 10/30 s",
+    )
+    p.add_argument("--kd-weight", type=float, default=0.5, help="share of the teacher's soft labels in the target")
+    p.add_argument("--kd-temp", type=float, default=2.0, help="temperature that softens the teacher's probabilities")
+    p.add_argument("--teacher-cache", type=Path, default=Path("runs/teacher"), help="teacher embedding cache")
     p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
@@ -223,11 +252,65 @@ def mixup(
     )
 
 
+@dataclass
+class Inputs:
+    """Raw training windows, their (possibly soft) targets and weights, and the adapt stage to apply.
+
+    Windows are cached raw and normalised per batch with ``dsp.adapt``'s
+    arithmetic; for the household normaliser the estimator's state per window
+    is recomputed every epoch over new household sequences (``refresh``).
+    """
+
+    sets: list[tuple[FeatureSet, list[Clip]]]
+    x: np.ndarray
+    n_frames: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    kind: str
+    params: AdaptParams
+    prior: tuple[np.ndarray, np.ndarray]
+    mean: np.ndarray | None = None
+    inv_std: np.ndarray | None = None
+
+    def refresh(self, rng: np.random.Generator) -> None:
+        if self.kind != HOUSEHOLD:
+            return
+        if self.mean is None:
+            self.mean = np.zeros((len(self.x), self.x.shape[2]), np.float32)
+            self.inv_std = np.ones((len(self.x), self.x.shape[2]), np.float32)
+        assert self.inv_std is not None
+        start = 0
+        for fs, clips in self.sets:
+            m, inv = household_scales(fs, household_orders(clips, rng), self.params, self.prior)
+            self.mean[start : start + len(fs.x)] = m
+            self.inv_std[start : start + len(fs.x)] = inv
+            start += len(fs.x)
+
+    def batch(self, idx: np.ndarray) -> np.ndarray:
+        mean = self.mean[idx] if self.mean is not None else None
+        inv = self.inv_std[idx] if self.inv_std is not None else None
+        return normalise_batch(self.x[idx], self.n_frames[idx], self.kind, mean, inv)
+
+
+def normalised(
+    fs: FeatureSet,
+    clips: Sequence[Clip],
+    kind: str,
+    params: AdaptParams,
+    prior: tuple[np.ndarray, np.ndarray],
+    seed: int,
+) -> FeatureSet:
+    """A copy of ``fs`` with model-ready windows; households for validation/test are fixed by ``seed``."""
+    mean = inv = None
+    if kind == HOUSEHOLD:
+        mean, inv = household_scales(fs, fixed_households(clips, seed), params, prior)
+    x = normalise_batch(fs.x, fs.n_frames, kind, mean, inv)
+    return dataclasses.replace(fs, x=x)
+
+
 def train_model(
     args: argparse.Namespace,
-    x: np.ndarray,
-    y: np.ndarray,
-    w: np.ndarray,
+    inputs: Inputs,
     val: tuple[FeatureSet, list[Clip]] | None,
     epochs: int,
     log=print,
@@ -238,6 +321,7 @@ def train_model(
 
     keras.utils.set_random_seed(args.seed)
     widths = tuple(int(v) for v in args.widths.split(","))
+    x = inputs.x
     model = build_model(
         x.shape[1],
         x.shape[2],
@@ -248,7 +332,6 @@ def train_model(
         pooling=args.pooling,
     )
     rng = np.random.default_rng(args.seed)
-    n_classes = len(LABELS)
     stride = max(1, args.train_stride)
     steps = int(np.ceil(len(x) / stride / args.batch_size))
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
@@ -267,15 +350,16 @@ def train_model(
         def on_epoch_end(self):
             perm = rng.permutation(len(x))
             self.order = perm[: int(np.ceil(len(x) / stride))]
+            inputs.refresh(rng)
 
         def __len__(self):
             return steps
 
         def __getitem__(self, i):
             idx = self.order[i * args.batch_size : (i + 1) * args.batch_size]
-            xb = spec_mask(x[idx].astype(np.float32), rng)
-            yb = np.eye(n_classes, dtype=np.float32)[y[idx]]
-            wb = w[idx]
+            xb = spec_mask(inputs.batch(idx), rng)
+            yb = inputs.y[idx]
+            wb = inputs.w[idx]
             if args.mixup > 0:
                 xb, yb, wb = mixup(xb, yb, wb, args.mixup, rng)
             return xb, yb, wb
@@ -344,24 +428,85 @@ def _set_threads(n: int) -> None:
 
 
 def subset(fs: FeatureSet, clips: Sequence[Clip], part: Sequence[Clip]) -> FeatureSet:
-    """The windows of ``part`` (a subset of ``clips``), re-indexed to ``part``'s order."""
+    """The windows and utterances of ``part`` (a subset of ``clips``), re-indexed to ``part``'s order."""
     pos = {(c.corpus, c.stem): i for i, c in enumerate(clips)}
     src = np.array([pos[(c.corpus, c.stem)] for c in part], dtype=np.int64)
     new_index = np.full(len(clips), -1, dtype=np.int64)
     new_index[src] = np.arange(len(part))
     keep = new_index[fs.clip] >= 0
-    return FeatureSet(fs.x[keep], new_index[fs.clip[keep]].astype(np.int32), len(part))
+    keep_seg = new_index[fs.seg_clip] >= 0
+    new_seg = np.full(len(fs.seg_n), -1, dtype=np.int64)
+    new_seg[keep_seg] = np.arange(int(keep_seg.sum()))
+    return FeatureSet(
+        x=fs.x[keep],
+        clip=new_index[fs.clip[keep]].astype(np.int32),
+        n_clips=len(part),
+        n_frames=fs.n_frames[keep],
+        seg=new_seg[fs.seg[keep]].astype(np.int32),
+        seg_clip=new_index[fs.seg_clip[keep_seg]].astype(np.int32),
+        seg_n=fs.seg_n[keep_seg],
+        seg_sum=fs.seg_sum[keep_seg],
+        seg_sumsq=fs.seg_sumsq[keep_seg],
+    )
 
 
-def concat(
-    sets: Sequence[tuple[FeatureSet, list[Clip]]], corpus_power: float = 0.5
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    xs, ys, ws = [], [], []
-    for fs, clips in sets:
-        xs.append(fs.x)
-        ys.append(window_labels(fs, clips))
-        ws.append(window_weights(fs, clips, corpus_power))
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+def targets(fs: FeatureSet, clips: Sequence[Clip], soft: np.ndarray | None, kd_weight: float) -> np.ndarray:
+    """Per window: the one-hot label, blended with the teacher's softened clip probabilities when given."""
+    onehot = np.eye(len(LABELS), dtype=np.float32)[window_labels(fs, clips)]
+    if soft is None or kd_weight <= 0:
+        return onehot
+    return ((1 - kd_weight) * onehot + kd_weight * soft[fs.clip]).astype(np.float32)
+
+
+def build_inputs(
+    args: argparse.Namespace,
+    sets: list[tuple[FeatureSet, list[Clip]]],
+    soft: np.ndarray | None,
+    prior: tuple[np.ndarray, np.ndarray],
+) -> Inputs:
+    return Inputs(
+        sets=sets,
+        x=np.concatenate([fs.x for fs, _ in sets]),
+        n_frames=np.concatenate([fs.n_frames for fs, _ in sets]),
+        y=np.concatenate([targets(fs, clips, soft, args.kd_weight) for fs, clips in sets]),
+        w=np.concatenate([window_weights(fs, clips, args.corpus_power) for fs, clips in sets]),
+        kind=args.normalisation,
+        params=AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s),
+        prior=prior,
+    )
+
+
+def teacher_targets(
+    args: argparse.Namespace, parts: dict[str, list[Clip]], log
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Softened out-of-fold teacher probabilities for the training clips, and the teacher's own scores."""
+    if args.teacher == "none":
+        return None, {}
+    from .teacher import choose_head, embed_clips, out_of_fold_proba, soften
+
+    pad = None if args.teacher == "clip" else float(args.teacher)
+    index = {n: i for i, n in enumerate(LABELS)}
+    emb = {k: embed_clips(v, args.teacher_cache, pad, args.threads, log).x for k, v in parts.items() if v}
+    y = {k: np.array([index[c.label] for c in v]) for k, v in parts.items() if v}
+
+    def uar(t: np.ndarray, p: np.ndarray) -> float:
+        return float(metrics(list(t), list(p), LABELS)["uar"])
+
+    info: dict[str, Any] = {"encoding": args.teacher, "kd_weight": args.kd_weight, "kd_temp": args.kd_temp}
+    c = 0.01
+    if "val" in emb:
+        head, info["head_val_uar_by_c"] = choose_head(emb["train"], y["train"], emb["val"], y["val"], uar, log=log)
+        c = head.c
+        info["val"] = summary(score(parts["val"], list(head.proba(emb["val"]).argmax(axis=1))))
+    info["c"] = c
+    if "test" in emb and not args.select_only:
+        from .teacher import fit_head
+
+        head = fit_head(emb["train"], y["train"], c)
+        info["test"] = summary(score(parts["test"], list(head.proba(emb["test"]).argmax(axis=1))))
+    log(f"teacher: {json.dumps(info)}")
+    proba = out_of_fold_proba(emb["train"], y["train"], [c.speaker for c in parts["train"]], c, seed=args.seed)
+    return soften(proba, args.kd_temp), info
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -410,19 +555,33 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         )
         train_sets.append((fs, parts["train"]))
         log(f"augmented copy {copy}: {len(fs.x)} windows")
-    x, y, w = concat(train_sets, args.corpus_power)
-    log(f"training windows: {len(x)}")
-    val = (feats["val"], parts["val"]) if parts["val"] else None
-    model, history, chosen = train_model(args, x, y, w, val, args.epochs, log)
+    prior = training_prior(feats["train"])
+    soft, teacher_info = teacher_targets(args, parts, log)
+    inputs = build_inputs(args, train_sets, soft, prior)
+    log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}")
+    params = AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s)
+    ready = {
+        k: normalised(feats[k], parts[k], args.normalisation, params, prior, seed=args.seed + 17)
+        for k in wanted
+        if parts[k]
+    }
+    val = (ready["val"], parts["val"]) if parts["val"] else None
+    model, history, chosen = train_model(args, inputs, val, args.epochs, log)
     model.save(out / "model.keras")
 
-    results: dict[str, Any] = {"chosen": chosen, "history": history, "train_windows": len(x)}
+    results: dict[str, Any] = {
+        "chosen": chosen,
+        "history": history,
+        "train_windows": len(inputs.x),
+        "normalisation": args.normalisation,
+        "teacher": teacher_info,
+    }
 
     def kpredict(a):
         return model.predict(a, batch_size=256, verbose=0)
 
     if val is not None:
-        vp, _ = predict_clips(kpredict, feats["val"], len(parts["val"]))
+        vp, _ = predict_clips(kpredict, ready["val"], len(parts["val"]))
         results["val_float"] = summary(score(parts["val"], vp))
     if args.select_only:
         results["wall_time_s"] = round(time.time() - t_start, 1)
@@ -430,7 +589,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         log(f"selection run done in {results['wall_time_s']} s: val {json.dumps(results.get('val_float'))}")
         return 0
-    tp, _ = predict_clips(kpredict, feats["test"], len(parts["test"]))
+    tp, _ = predict_clips(kpredict, ready["test"], len(parts["test"]))
     test_float = score(parts["test"], tp)
     results["test_float"] = summary(test_float)
     log(f"test (float Keras): {json.dumps(results['test_float'])}")
@@ -447,15 +606,23 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         "licences": LICENCES,
         "license_summary": "non-commercial: trained on CC BY-NC-SA / CC BY-NC-ND / research-use corpora",
         "params": int(model.count_params()),
+        "adapt": {
+            "horizon_s": args.horizon_s,
+            "prior_s": args.prior_s,
+            "prior_mean": [round(float(v), 5) for v in prior[0]],
+            "prior_var": [round(float(v), 5) for v in prior[1]],
+        },
+        "teacher": teacher_info,
     }
     if not args.no_int8:
         from ...converter.convert import convert
 
-        rep = feats["train"].x.astype(np.float32)
+        inputs.refresh(np.random.default_rng(args.seed))
+        rep = inputs.batch(np.sort(np.random.default_rng(0).choice(len(inputs.x), min(2000, len(inputs.x)), False)))
         sizes = convert(model, rep, out / "emotion_int8.tflite", out / "emotion_float32.tflite")
         extra["size_bytes"] = sizes
         info = ModelInfo(
-            MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, NORMALISATION, extra
+            MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, args.normalisation, extra
         )
         sidecar_path(out / "emotion_int8.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
         sidecar_path(out / "emotion_float32.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
@@ -463,7 +630,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         for kind in ("float32", "int8"):
             em = EmotionModel(out / f"emotion_{kind}.tflite", num_threads=1)
             p, _ = predict_clips(
-                lambda a, em=em: np.array([em.predict(v) for v in a]), feats["test"], len(parts["test"])
+                lambda a, em=em: np.array([em.predict(v) for v in a]), ready["test"], len(parts["test"])
             )
             scores[kind] = score(parts["test"], p)
             results[f"test_tflite_{kind}"] = summary(scores[kind])
@@ -486,7 +653,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             "test_no_window_clips": {k: v["no_window"] for k, v in results["test_tflite_int8"].items()},
         }
         info = ModelInfo(
-            MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, NORMALISATION, extra
+            MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, args.normalisation, extra
         )
         sidecar_path(out / "emotion_int8.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
     results["wall_time_s"] = round(time.time() - t_start, 1)
