@@ -21,7 +21,7 @@ HEADER = """\
 # emotiond configuration. Every key is shown with its default.
 # Installed location: /etc/emotiond/config.yaml (or pass --config FILE).
 # Override any key with EMOTIOND_<SECTION>__<KEY>=value or --set section.key=value.
-# Pipeline: source -> vad -> denoise -> features -> model -> smoother -> sinks (mqtt, stdout).
+# Pipeline: source -> vad -> denoise -> features -> adapt -> model -> smoother -> sinks (mqtt, stdout).
 """
 
 

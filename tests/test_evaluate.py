@@ -170,3 +170,49 @@ def test_json_output_gets_confusion_png_and_per_class_table_beside_it(tmp_path, 
     assert json.loads(out.read_text())["n"] == 2
     assert (out.parent / "confusion_clip.png").stat().st_size > 1000
     assert "recall" in (out.parent / "per_class_clip.md").read_text()
+
+
+def test_session_mode_plays_each_speaker_through_one_pipeline_in_order(
+    usable_model: Path, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import emotiond.daemon.evaluate as ev
+
+    built: list[int] = []
+    played: list[list[str]] = []
+    real_build, real_run = ev.build_pipeline, ev.run_session
+
+    def counting_build(*a, **k):  # observe, not replace: the real pipeline runs
+        built.append(1)
+        return real_build(*a, **k)
+
+    def recording_run(settings, model, session, rng, progress=None):
+        played.append([c.path.name for c in session])
+        return real_run(settings, model, session, rng, progress)
+
+    monkeypatch.setattr(ev, "build_pipeline", counting_build)
+    monkeypatch.setattr(ev, "run_session", recording_run)
+    out = tmp_path / "s.json"
+    rc = eval_main([str(manifest), "--mode", "session", "--json", str(out), "--set", f"model.path={usable_model}"])
+    assert rc == 0
+    res = json.loads(out.read_text())["results"]["session"]
+    clips, _ = ev.load_clips(manifest, EmotionModel(usable_model).labels)
+    order = ev.sessions(clips, seed=0)
+    assert res["sessions"] == {s: len(v) for s, v in order.items()} == {"spk0": 3, "spk1": 2}
+    assert len(built) == 2  # one long-lived pipeline per speaker
+    assert played == [[c.path.name for c in order[s]] for s in sorted(order)]  # the seeded order
+    assert res["n"] == 5 and res["no_event"] >= 1  # the near-silent clip has no event
+    assert res["utterance_events"] >= 4
+    for key in ("uar", "accuracy", "macro_f1", "per_class", "confusion"):
+        assert key in res
+
+
+def test_session_skew_subsamples_the_other_classes(manifest: Path) -> None:
+    from emotiond.daemon.evaluate import Clip, parse_skew, sessions
+
+    clips = [Clip(Path(f"n{i}"), "neutral", "a") for i in range(6)] + [
+        Clip(Path(f"x{i}"), lab, "a") for i, lab in enumerate(["angry", "sad", "happy"] * 4)
+    ]
+    out = sessions(clips, seed=3, skew=parse_skew("neutral=0.6"))["a"]
+    assert sum(c.label == "neutral" for c in out) == 6 and len(out) == 10
+    with pytest.raises(ValueError, match="LABEL=SHARE"):
+        parse_skew("neutral=1.5")

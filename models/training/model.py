@@ -14,12 +14,17 @@ def build_model(
     dropout: float = 0.3,
     l2: float = 1e-4,
     pooling: str = "avg",
+    aux_classes: int = 0,
 ):
     """Conv1D + BN + ReLU + pooling blocks (separable after the first), global pooling, softmax.
 
     ``pooling="avgmax"`` concatenates global average and global max pooling: the
     max keeps short, emotion-bearing bursts (a shout, a laugh) that an average
     over a second of speech washes out.
+
+    ``aux_classes > 0`` adds a second softmax head, ``level`` (BAVED's
+    low/neutral/high emotion level), on the same pooled embedding: training
+    only; ``deployable`` strips it before conversion.
 
     Every op (Conv2D/DepthwiseConv2D after TFLite lowering, MaxPool, Mean,
     Reduce-max, Concatenation, FullyConnected, Softmax) has an int8 kernel in TFLite builtins.
@@ -49,4 +54,16 @@ def build_model(
         raise ValueError(f"pooling must be 'avg' or 'avgmax', not {pooling!r}")
     x = layers.Dropout(dropout)(x)
     out = layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    if aux_classes > 0:
+        level = layers.Dense(aux_classes, activation="softmax", name="level")(x)
+        return keras.Model(inp, {"probs": out, "level": level}, name="emotiond_conv1d_aux")
     return keras.Model(inp, out, name="emotiond_conv1d")
+
+
+def deployable(model):
+    """The network the daemon runs: the emotion head only (an auxiliary head is dropped)."""
+    import keras
+
+    if isinstance(model.output, dict):
+        return keras.Model(model.input, model.output["probs"], name="emotiond_conv1d")
+    return model

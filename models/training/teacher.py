@@ -133,7 +133,7 @@ def embed_clips(
     threads: int = 2,
     log: Callable[[str], None] = print,
 ) -> TeacherCache:
-    """Embeddings of ``clips``, computed once per corpus and kept in ``cache_dir``.
+    """Embeddings of ``clips`` in their order, computed once per corpus and kept in ``cache_dir``.
 
     One file per corpus, so a run on fewer corpora or clips reuses what is
     there; only clips missing from the file are encoded and added.
@@ -172,7 +172,11 @@ def embed_clips(
             tmp.replace(path)
         stems += want
         parts.append(have_x[[have[s] for s in want]])
-    return TeacherCache(stems, np.concatenate(parts) if parts else np.zeros((0, EMBED_DIM), np.float32))
+    if not parts:
+        return TeacherCache([], np.zeros((0, EMBED_DIM), np.float32))
+    # back to the caller's order (corpora were visited sorted)
+    found = TeacherCache(stems, np.concatenate(parts))
+    return TeacherCache([f"{c.corpus}/{c.stem}" for c in clips], found.lookup(clips))
 
 
 # -- the teacher head -------------------------------------------------------------

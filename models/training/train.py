@@ -36,7 +36,20 @@ from ...dsp.frontend import WindowParams
 from ..evaluate import clip_prediction, metrics, per_class_table, plot_confusion
 from ..runtime import EmotionModel, ModelInfo, sidecar_path
 from .augment import spec_mask
-from .data import CORPORA, LABEL_MAP, LABELS, Clip, data_dir, load_corpora, load_noise, select, speaker_split
+from .data import (
+    CORPORA,
+    LABEL_MAP,
+    LABELS,
+    LEVEL_CORPORA,
+    LEVELS,
+    Clip,
+    data_dir,
+    load_corpora,
+    load_corpus,
+    load_noise,
+    select,
+    speaker_split,
+)
 from .featurize import FeatureSet, FrontendParams, extract
 from .normalise import (
     HOUSEHOLD,
@@ -112,6 +125,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--kd-weight", type=float, default=0.5, help="share of the teacher's soft labels in the target")
     p.add_argument("--kd-temp", type=float, default=2.0, help="temperature that softens the teacher's probabilities")
     p.add_argument("--teacher-cache", type=Path, default=Path("runs/teacher"), help="teacher embedding cache")
+    p.add_argument(
+        "--aux-levels",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also train an auxiliary emotion-level head (low/neutral/high) on BAVED; dropped before conversion",
+    )
+    p.add_argument("--aux-weight", type=float, default=0.3, help="weight of the level head's loss")
     p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
@@ -271,6 +291,12 @@ class Inputs:
     prior: tuple[np.ndarray, np.ndarray]
     mean: np.ndarray | None = None
     inv_std: np.ndarray | None = None
+    y_level: np.ndarray | None = None  # (N, len(LEVELS)) auxiliary target, BAVED windows only
+    w_level: np.ndarray | None = None
+
+    @property
+    def aux(self) -> bool:
+        return self.y_level is not None
 
     def refresh(self, rng: np.random.Generator) -> None:
         if self.kind != HOUSEHOLD:
@@ -317,7 +343,7 @@ def train_model(
 ):
     import keras
 
-    from .model import build_model
+    from .model import build_model, deployable
 
     keras.utils.set_random_seed(args.seed)
     widths = tuple(int(v) for v in args.widths.split(","))
@@ -330,16 +356,28 @@ def train_model(
         kernel=args.kernel,
         dropout=args.dropout,
         pooling=args.pooling,
+        aux_classes=len(LEVELS) if inputs.aux else 0,
     )
+    probs_model = deployable(model)  # shares the layers: what is validated, saved and converted
+    if inputs.aux and args.mixup > 0:
+        raise SystemExit("--mixup and --aux-levels cannot be combined")
     rng = np.random.default_rng(args.seed)
     stride = max(1, args.train_stride)
     steps = int(np.ceil(len(x) / stride / args.batch_size))
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
-        weighted_metrics=["categorical_accuracy"],
-    )
+    cce = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
+    if inputs.aux:
+        model.compile(
+            optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4),
+            loss={"probs": cce, "level": keras.losses.CategoricalCrossentropy()},
+            loss_weights={"probs": 1.0, "level": args.aux_weight},
+        )
+    else:
+        model.compile(
+            optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4),
+            loss=cce,
+            weighted_metrics=["categorical_accuracy"],
+        )
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -360,6 +398,9 @@ def train_model(
             xb = spec_mask(inputs.batch(idx), rng)
             yb = inputs.y[idx]
             wb = inputs.w[idx]
+            if inputs.aux:
+                assert inputs.y_level is not None and inputs.w_level is not None
+                return xb, {"probs": yb, "level": inputs.y_level[idx]}, {"probs": wb, "level": inputs.w_level[idx]}
             if args.mixup > 0:
                 xb, yb, wb = mixup(xb, yb, wb, args.mixup, rng)
             return xb, yb, wb
@@ -377,7 +418,7 @@ def train_model(
             "s": round(time.time() - t0, 1),
         }
         if val is not None:
-            preds, _ = predict_clips(lambda a: model.predict(a, batch_size=256, verbose=0), val[0], len(val[1]))
+            preds, _ = predict_clips(lambda a: probs_model.predict(a, batch_size=256, verbose=0), val[0], len(val[1]))
             sc = score(val[1], preds)
             rec["val_objective"] = val_objective(sc)
             rec["val"] = {k: round(v["uar"], 4) for k, v in sc.items()}
@@ -396,7 +437,7 @@ def train_model(
         top = sorted(late, key=lambda e: history[e]["val_objective"], reverse=True)[:3]
         avg = [np.mean([snapshots[e][k] for e in top], axis=0) for k in range(len(snapshots[0]))]
         model.set_weights(avg)
-        preds, _ = predict_clips(lambda a: model.predict(a, batch_size=256, verbose=0), val[0], len(val[1]))
+        preds, _ = predict_clips(lambda a: probs_model.predict(a, batch_size=256, verbose=0), val[0], len(val[1]))
         avg_obj = val_objective(score(val[1], preds))
         best = top[0]
         if history[best]["val_objective"] > avg_obj:
@@ -413,7 +454,7 @@ def train_model(
                 "val_objective": avg_obj,
             }
         log(f"chosen checkpoint: {chosen}")
-    return model, history, chosen
+    return probs_model, history, chosen, model
 
 
 # -- main ------------------------------------------------------------------------
@@ -463,17 +504,41 @@ def build_inputs(
     sets: list[tuple[FeatureSet, list[Clip]]],
     soft: np.ndarray | None,
     prior: tuple[np.ndarray, np.ndarray],
+    level_sets: list[tuple[FeatureSet, list[Clip]]] = (),
 ) -> Inputs:
-    return Inputs(
-        sets=sets,
-        x=np.concatenate([fs.x for fs, _ in sets]),
-        n_frames=np.concatenate([fs.n_frames for fs, _ in sets]),
-        y=np.concatenate([targets(fs, clips, soft, args.kd_weight) for fs, clips in sets]),
-        w=np.concatenate([window_weights(fs, clips, args.corpus_power) for fs, clips in sets]),
+    """Emotion windows (``sets``) and, with ``--aux-levels``, BAVED windows that teach only the level head."""
+    n_cat = sum(len(fs.x) for fs, _ in sets)
+    n_lev = sum(len(fs.x) for fs, _ in level_sets)
+    every = list(sets) + list(level_sets)
+    y = np.concatenate(
+        [targets(fs, clips, soft, args.kd_weight) for fs, clips in sets] + [np.zeros((n_lev, len(LABELS)), np.float32)]
+    )
+    w = np.concatenate(
+        [window_weights(fs, clips, args.corpus_power) for fs, clips in sets] + [np.zeros(n_lev, np.float32)]
+    )
+    inputs = Inputs(
+        sets=every,
+        x=np.concatenate([fs.x for fs, _ in every]),
+        n_frames=np.concatenate([fs.n_frames for fs, _ in every]),
+        y=y,
+        w=w,
         kind=args.normalisation,
         params=AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s),
         prior=prior,
     )
+    if level_sets:
+        index = {n: i for i, n in enumerate(LEVELS)}
+        inputs.y_level = np.concatenate(
+            [np.zeros((n_cat, len(LEVELS)), np.float32)]
+            + [
+                np.eye(len(LEVELS), dtype=np.float32)[[index[clips[i].label] for i in fs.clip]]
+                for fs, clips in level_sets
+            ]
+        )
+        inputs.w_level = np.concatenate(
+            [np.zeros(n_cat, np.float32)] + [window_weights(fs, clips, 0.0) for fs, clips in level_sets]
+        )
+    return inputs
 
 
 def teacher_targets(
@@ -507,6 +572,46 @@ def teacher_targets(
     log(f"teacher: {json.dumps(info)}")
     proba = out_of_fold_proba(emb["train"], y["train"], [c.speaker for c in parts["train"]], c, seed=args.seed)
     return soften(proba, args.kd_temp), info
+
+
+def level_data(
+    args: argparse.Namespace, root: Path, fp: FrontendParams, noise: list[Path], log
+) -> tuple[list[tuple[FeatureSet, list[Clip]]], tuple[FeatureSet, list[Clip]] | None]:
+    """BAVED's training windows (clean + augmented) and validation windows, for the auxiliary level head."""
+    if not args.aux_levels:
+        return [], None
+    clips = limit_clips(
+        [c for corpus in LEVEL_CORPORA for c in load_corpus(root, corpus, mapping=None)], args.limit, args.seed
+    )
+    split = speaker_split(clips, seed=args.seed)
+    train, val = select(clips, split.train), select(clips, split.val)
+    log(f"level corpora: {len(train)} training clips, {len(val)} validation clips (test speakers unused)")
+    sets = [(extract(train, fp, args.cache, "level-clean", workers=args.workers, log=log), train)]
+    for copy in range(args.aug_copies):
+        fs = extract(
+            train,
+            fp,
+            args.cache,
+            f"level-aug{copy}",
+            augment_seed=1000 * args.seed + copy + 1,
+            noise_paths=noise,
+            workers=args.workers,
+            log=log,
+        )
+        sets.append((fs, train))
+    return sets, (extract(val, fp, args.cache, "level-val", workers=args.workers, log=log), val)
+
+
+def level_score(model, level_val: tuple[FeatureSet, list[Clip]], args: argparse.Namespace, prior) -> dict[str, Any]:
+    """UAR of the auxiliary level head on BAVED validation speakers (clip = mean of windows)."""
+    fs, clips = level_val
+    ready = normalised(fs, clips, args.normalisation, AdaptParams(args.horizon_s, args.prior_s), prior, args.seed + 17)
+    probs = model.predict(ready.x, batch_size=256, verbose=0)["level"] if len(ready.x) else np.zeros((0, 3))
+    index = {n: i for i, n in enumerate(LEVELS)}
+    y_true = [index[c.label] for c in clips]
+    y_pred = [int(probs[i].mean(axis=0).argmax()) if len(i) else -1 for i in ready.per_clip()]
+    m = metrics(y_true, y_pred, LEVELS)
+    return {"uar": round(m["uar"], 4), "accuracy": round(m["accuracy"], 4), "n": m["n"]}
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -557,7 +662,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         log(f"augmented copy {copy}: {len(fs.x)} windows")
     prior = training_prior(feats["train"])
     soft, teacher_info = teacher_targets(args, parts, log)
-    inputs = build_inputs(args, train_sets, soft, prior)
+    level_sets, level_val = level_data(args, root, fp, noise, log)
+    inputs = build_inputs(args, train_sets, soft, prior, level_sets)
     log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}")
     params = AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s)
     ready = {
@@ -566,7 +672,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if parts[k]
     }
     val = (ready["val"], parts["val"]) if parts["val"] else None
-    model, history, chosen = train_model(args, inputs, val, args.epochs, log)
+    model, history, chosen, full_model = train_model(args, inputs, val, args.epochs, log)
     model.save(out / "model.keras")
 
     results: dict[str, Any] = {
@@ -576,6 +682,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         "normalisation": args.normalisation,
         "teacher": teacher_info,
     }
+    if level_val is not None:
+        results["level_val"] = level_score(full_model, level_val, args, prior)
+        log(f"auxiliary level head on BAVED validation speakers: {json.dumps(results['level_val'])}")
 
     def kpredict(a):
         return model.predict(a, batch_size=256, verbose=0)

