@@ -46,6 +46,11 @@ class Topics:
     def health(self) -> str:
         return f"{self.root}/health"
 
+    @property
+    def problem(self) -> str:
+        """Retained JSON ``{"problem": bool, "reason": …}``: *degraded* lives here, not in ``status``."""
+        return f"{self.root}/problem"
+
 
 def iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

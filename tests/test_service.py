@@ -142,7 +142,7 @@ def test_lost_source_goes_degraded_then_online(speech_scene, model_path) -> None
         def publish_utterance(self, p): pass
         def publish_health(self, p): pass
         def close(self, t): pass
-        def set_status(self, s): statuses.append(s)
+        def set_status(self, s, reason=None): statuses.append(s)
 
     source = PacedSource(speech_scene[0][: SR * 3], fail_at_block=5)
     daemon = Daemon(settings, source=source)
