@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from .. import exitcodes
+from ..usage import Parser
 from .config import Settings
 
 HEADER = """\
@@ -103,7 +105,16 @@ def render_markdown() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    root = Path(argv[0]) if argv else Path.cwd()
+    parser = Parser(
+        prog=".venv/bin/python -m emotiond.daemon.config_reference",
+        description="Regenerate config.yaml and docs/configuration.md from the settings schema.",
+    )
+    parser.add_argument("root", nargs="?", type=Path, default=Path.cwd(),
+                        help="the repository checkout to write into (default: the current directory)")
+    root = parser.parse_args(argv).root
+    if not (root / "docs").is_dir():
+        print(f"config_reference: {root} has no docs/ folder; run it from the repository root", file=sys.stderr)
+        return exitcodes.NOINPUT
     (root / "config.yaml").write_text(render_yaml())
     (root / "docs" / "configuration.md").write_text(render_markdown())
     return 0

@@ -29,7 +29,7 @@ from ..dsp.smoother import Smoother
 from ..models.runtime import DEFAULT_MODEL, EmotionModel, ModelError
 from .config import ConfigError, Settings, load_settings
 from .notify import ServiceNotifier
-from .payloads import STATUS_DEGRADED, STATUS_ONLINE, PayloadFactory, Topics
+from .payloads import CLOCK_AUDIO, CLOCK_WALL, STATUS_DEGRADED, STATUS_ONLINE, PayloadFactory, Topics
 from .pipeline import Pipeline
 from .sinks import Sink, StdoutSink
 from .sources import ArraySource, AudioSource, DeviceLost, FileSource, SourceError, StdinSource
@@ -261,7 +261,7 @@ class Daemon:
         frontend = build_frontend(self.settings, self.model)
         smoother = Smoother(self.model.labels, self.settings.smoother.params())
         self.sinks = make_sinks(self.settings, self.model.labels, self.force_stdout)
-        payloads = PayloadFactory(self.settings.mqtt.device())
+        payloads = PayloadFactory(self.settings.mqtt.device(), clock=self._clock())
         self.pipeline = Pipeline(frontend, self.model, smoother, payloads, self.sinks)
         for sink in self.sinks:
             sink.start()
@@ -269,6 +269,13 @@ class Daemon:
             "emotiond %s: model %s (%s, %d labels) via %s",
             __version__, self.model.info.name, self.model.path.name, len(self.model.labels), self.model.runtime,
         )
+
+    def _clock(self) -> str:
+        """Wall clock for inputs heard in real time (microphone, paced file); audio clock otherwise."""
+        src = self.settings.source
+        if self._source_override is not None or src.input == "-" or (src.input and (self.fast or not src.realtime)):
+            return CLOCK_AUDIO
+        return CLOCK_WALL
 
     def _open_source(self) -> AudioSource:
         source = self._source_override or make_source(self.settings, self.fast)
