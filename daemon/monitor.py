@@ -192,7 +192,8 @@ def render(state: MonitorState) -> RenderableType:
     if state.health:
         mqtt = state.health.get("mqtt") or {}
         up = state.health.get("uptime_s")
-        footer += f"  |  health: up {up} s" if up is not None else "  |  health:"
+        at = _time(state.health.get("ts"))  # health comes every 60 s: say when this one was made
+        footer += f"  |  health at {at}: up {up} s" if up is not None else f"  |  health at {at}:"
         footer += f", dropped {mqtt.get('dropped_events', 0)}, buffered {mqtt.get('buffered', 0)}"
     footer += "  |  Ctrl-C to quit"
     return Group(

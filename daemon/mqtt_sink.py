@@ -107,6 +107,7 @@ class MqttSink:
         self._hold_until: float | None = None  # events wait until then after the first discovery
         self._last_emotion: str | None = None
         self._last_health: dict[str, Any] | None = None
+        self._health_pending = False  # a health message arrived while not ready: send it once ready
 
         self._connected = False  # transport up (CONNACK accepted)
         self._connack_seen = False  # the broker answered this attempt (accepted or refused)
@@ -303,6 +304,7 @@ class MqttSink:
             self._hold_until = time.monotonic() + self.ha.discovery_delay_s
         if self._last_health is not None:
             self._send(_Msg(t.health, self._health_json(self._last_health), True))
+            self._health_pending = False
         if self._last_emotion is not None and not any(m.topic == t.emotion for m in self._buffer):
             self._send(_Msg(t.emotion, self._last_emotion, True))
 
@@ -330,6 +332,9 @@ class MqttSink:
             self._dropped_this_outage = 0
             self._drop_logged = False
             self._ready = True
+            if self._health_pending and self._last_health is not None:
+                self._health_pending = False
+                self._send(_Msg(self.topics.health, self._health_json(self._last_health), True))
 
     def _run_sender(self) -> None:
         while not self._stop.is_set():
@@ -417,7 +422,8 @@ class MqttSink:
         """Retained; adds ``schema``/``device``/``ts``/``status`` if missing and live ``mqtt`` stats."""
         with self._lock:
             self._last_health = dict(payload)
-            if self._ready and self._client is not None:
+            self._health_pending = not (self._ready and self._client is not None)
+            if not self._health_pending:
                 self._send(_Msg(self.topics.health, self._health_json(payload), True))
 
     def stats(self) -> dict[str, Any]:

@@ -265,6 +265,7 @@ class Daemon:
         self.pipeline = Pipeline(frontend, self.model, smoother, payloads, self.sinks)
         for sink in self.sinks:
             sink.start()
+        self._publish_health(self.source)  # at start, so a monitor shows this run from its first second
         log.info(
             "emotiond %s: model %s (%s, %d labels) via %s",
             __version__, self.model.info.name, self.model.path.name, len(self.model.labels), self.model.runtime,

@@ -121,3 +121,7 @@ def test_problem_topic_shows_degraded_with_its_reason():
     assert "problem: audio lost" in console.export_text()
     state.apply("emotiond/kitchen/problem", b'{"problem": false, "reason": null}')
     assert shown_status(state) == "online"
+    state.apply("emotiond/kitchen/health", b'{"ts": "2026-01-02T10:01:00.000Z", "uptime_s": 0.4, "mqtt": {}}')
+    console = Console(record=True, width=120)
+    console.print(render(state))
+    assert "health at 10:01:00: up 0.4 s" in console.export_text()

@@ -78,7 +78,7 @@ def test_reconnect_republishes_status_and_retained_state(broker, subscriber, mak
     sink.set_status("degraded", "audio lost")
     emotion = ev.emotion("sad")
     sink.publish_emotion(emotion)
-    wait_until(lambda: sink.stats()["inflight"] == 0 and sink.stats()["published"] >= 3)
+    wait_until(lambda: sink.stats()["inflight"] == 0 and sink.stats()["published"] >= 4)
     # broker loses everything it retained (no persistence survives)
     broker.kill()
     for f in (broker.dir / "data").iterdir():
