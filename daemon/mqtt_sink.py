@@ -376,6 +376,11 @@ class MqttSink:
         with self._lock:
             if self._client is not None and self._ready and not self._buffer and self._send(msg):
                 return
+            if len(self._buffer) == self._buffer.maxlen and self._holding() and self._connected:
+                self._hold_until = time.monotonic()  # the discovery delay never costs an event: flush now
+                self._flush()
+                if self._ready and not self._buffer and self._send(msg):
+                    return
             if len(self._buffer) == self._buffer.maxlen:
                 self._dropped += 1
                 self._dropped_this_outage += 1

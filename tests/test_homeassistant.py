@@ -178,3 +178,19 @@ def test_first_event_waits_for_home_assistant_to_subscribe(broker, subscriber, m
     sink.publish_utterance(ev.utterance("happy"))
     sub.wait_topic(f"emotiond/{s.device_id}/utterance", count=3)
     assert time.monotonic() - t0 < 0.5
+
+
+@pytest.mark.broker
+def test_discovery_delay_never_costs_an_event(broker, subscriber, make_sink):
+    """A full buffer ends the wait early instead of dropping (mqtt.buffer_size=2, 5 s delay)."""
+    s = mqtt_settings(broker, buffer_size=2)
+    sub = subscriber(broker.host, broker.port, f"emotiond/{s.device_id}/utterance")
+    sink = make_sink(s, ha=HomeAssistantSettings(discovery_delay_s=5.0))
+    ev = EventMaker(s.device_id)
+    wait_until(lambda: sink.stats()["connected"], what="connected")
+    sent = [ev.utterance() for _ in range(5)]
+    for p in sent:
+        sink.publish_utterance(p)
+    got = sub.wait_topic(f"emotiond/{s.device_id}/utterance", count=5, timeout=4)
+    assert [m.json()["seq"] for m in got] == [p["seq"] for p in sent]
+    assert sink.stats()["dropped_events"] == 0
