@@ -194,3 +194,15 @@ def test_discovery_delay_never_costs_an_event(broker, subscriber, make_sink):
     got = sub.wait_topic(f"emotiond/{s.device_id}/utterance", count=5, timeout=4)
     assert [m.json()["seq"] for m in got] == [p["seq"] for p in sent]
     assert sink.stats()["dropped_events"] == 0
+
+
+def test_problem_templates_render_state_and_reason():
+    jinja2 = pytest.importorskip("jinja2")
+    env = jinja2.Environment()
+    env.filters["to_json"] = json.dumps
+    cfg = entity_configs(Topics("e", "d"), LABELS)["homeassistant/binary_sensor/emotiond_d/problem/config"]
+    for problem, reason, state in ((True, "audio lost", "ON"), (False, None, "OFF")):
+        value = {"schema": 1, "device": "d", "problem": problem, "reason": reason}
+        assert env.from_string(cfg["value_template"]).render(value_json=value) == state
+        attrs = json.loads(env.from_string(cfg["json_attributes_template"]).render(value_json=value))
+        assert attrs == {"reason": reason}
