@@ -242,7 +242,10 @@ def _fill_from_config(args: argparse.Namespace) -> None:
 
     mqtt = load_settings(args.config, args.overrides).mqtt
     args.host = args.host or mqtt.host
-    if args.port is None and not (args.tls or args.ca_file):
+    args.tls = args.tls or mqtt.tls.enabled
+    if args.ca_file is None and mqtt.tls.ca_file is not None:
+        args.ca_file = str(mqtt.tls.ca_file)
+    if args.port is None and not ((args.tls or args.ca_file) and mqtt.port == 1883):  # else 8883 with TLS
         args.port = mqtt.port
     args.base = args.base or mqtt.base_topic
     args.device = args.device or mqtt.device_id or "+"

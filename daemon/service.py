@@ -223,7 +223,7 @@ class Daemon:
         self._reload = False
         self.started = time.monotonic()
         self._status = STATUS_ONLINE
-        self._last_health: float | None = None  # None: publish at the first block (the monitor sees it at start)
+        self._last_health: float | None = None  # monotonic time of the last health; set at start()
         self._reason: str | None = None
         self.model: EmotionModel | None = None
         self.pipeline: Pipeline | None = None
