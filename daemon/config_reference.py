@@ -2,7 +2,7 @@
 
 The schema is the single source of truth for keys, defaults, ranges and
 descriptions; the committed files are regenerated with
-``python -m emotiond.daemon.config_reference`` and a test fails when they drift.
+``.venv/bin/python -m emotiond.daemon.config_reference`` (from the repository root) and a test fails when they drift.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def render_markdown() -> str:
         "# Configuration reference",
         "",
         "Generated from the settings schema (`daemon/config.py`) by",
-        "`python -m emotiond.daemon.config_reference`; a test keeps it in step.",
+        "`.venv/bin/python -m emotiond.daemon.config_reference` (from the repository root); a test keeps it in step.",
         "Unknown keys are rejected; a bad value stops start-up with one line naming the",
         "file and key, exit code 78.",
         "",
