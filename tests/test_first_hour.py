@@ -178,3 +178,25 @@ def test_wall_clock_stamps_what_was_heard_at_when_it_was_heard() -> None:
     with pytest.raises(ValueError):
         PayloadFactory("d", clock="sundial")
     assert json.dumps(u)
+
+
+@pytest.mark.broker
+def test_sample_events_play_one_confident_example_per_emotion(broker, subscriber, model_path: Path) -> None:
+    """Through the real MQTT sink, as their own device, so a daemon on the same host is left alone."""
+    from emotiond.models.runtime import EmotionModel
+
+    labels = EmotionModel(model_path).labels
+    sub = subscriber(broker.host, broker.port, "emotiond/#")
+    proc = emotiond("sample-events", "--interval", "0", "--set", f"mqtt.host={broker.host}",
+                    "--set", f"mqtt.port={broker.port}", "--set", "homeassistant.discovery=false",
+                    "--set", f"model.path={model_path}")
+    assert proc.returncode == 0, proc.stderr.decode()
+    utterances = sub.wait_for(lambda ms: sum(m.topic.endswith("/utterance") for m in ms) >= len(labels))
+    got = [m for m in utterances if m.topic.endswith("/utterance")]
+    assert [m.json()["emotion"] for m in got] == list(labels)
+    assert {m.json()["confidence"] for m in got} == {0.9}
+    device = got[0].topic.split("/")[1]
+    assert device.endswith("-samples")
+    emotions = sub.wait_for(lambda ms: any(m.topic.endswith("/emotion") and m.json()["emotion"] == "none" for m in ms))
+    assert [m.json()["emotion"] for m in emotions if m.topic.endswith("/emotion")] == [*labels, "none"]
+    sub.wait_for(lambda ms: [m.text for m in ms if m.topic == f"emotiond/{device}/status"][-1:] == ["offline"])
