@@ -208,6 +208,10 @@ class MqttSettings(_Section):
 class HomeAssistantSettings(_Section):
     discovery: bool = Field(True, description="announce entities via MQTT discovery")
     prefix: str = Field("homeassistant", min_length=1, description="discovery prefix")
+    discovery_delay_s: float = Field(
+        1.0, ge=0, le=10,
+        description="after the first discovery, hold events this long so HA subscribes before the first one",
+    )
 
 
 class StdoutSettings(_Section):

@@ -2,7 +2,7 @@
 
 The schema is the single source of truth for keys, defaults, ranges and
 descriptions; the committed files are regenerated with
-``python -m emotiond.daemon.config_reference`` and a test fails when they drift.
+``.venv/bin/python -m emotiond.daemon.config_reference`` (from the repository root) and a test fails when they drift.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from .. import exitcodes
+from ..usage import Parser
 from .config import Settings
 
 HEADER = """\
@@ -86,7 +88,7 @@ def render_markdown() -> str:
         "# Configuration reference",
         "",
         "Generated from the settings schema (`daemon/config.py`) by",
-        "`python -m emotiond.daemon.config_reference`; a test keeps it in step.",
+        "`.venv/bin/python -m emotiond.daemon.config_reference` (from the repository root); a test keeps it in step.",
         "Unknown keys are rejected; a bad value stops start-up with one line naming the",
         "file and key, exit code 78.",
         "",
@@ -103,7 +105,16 @@ def render_markdown() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    root = Path(argv[0]) if argv else Path.cwd()
+    parser = Parser(
+        prog=".venv/bin/python -m emotiond.daemon.config_reference",
+        description="Regenerate config.yaml and docs/configuration.md from the settings schema.",
+    )
+    parser.add_argument("root", nargs="?", type=Path, default=Path.cwd(),
+                        help="the repository checkout to write into (default: the current directory)")
+    root = parser.parse_args(argv).root
+    if not (root / "docs").is_dir():
+        print(f"config_reference: {root} has no docs/ folder; run it from the repository root", file=sys.stderr)
+        return exitcodes.NOINPUT
     (root / "config.yaml").write_text(render_yaml())
     (root / "docs" / "configuration.md").write_text(render_markdown())
     return 0

@@ -1,7 +1,8 @@
 """Home Assistant MQTT discovery: pure builders for the config messages.
 
-One HA *device* per daemon with three entities, all sharing the daemon's
-availability topic (``{base}/{device}/status``: ``online`` / ``offline``):
+One HA *device* per daemon with four entities, all sharing the daemon's
+availability topic (``{base}/{device}/status``: only ``online`` / ``offline``,
+the two payloads HA understands there):
 
 * ``event``  ``…_utterance`` — fired once per utterance; ``event_types`` are the
   model's labels. HA needs an ``event_type`` key in the event payload; the
@@ -10,6 +11,14 @@ availability topic (``{base}/{device}/status``: ``online`` / ``offline``):
 * ``sensor`` ``…_emotion``   — current emotion (enum) from the retained emotion
   topic, probabilities as attributes.
 * ``sensor`` ``…_confidence`` — confidence of the current emotion in %.
+* ``binary_sensor`` ``…_problem`` (``device_class: problem``) — on while the
+  daemon is *degraded* (e.g. waiting for its microphone), the reason as an attribute.
+
+Entity ids: ``default_entity_id`` (``sensor.emotiond_kitchen_emotion``) is what
+HA ≥ 2025.10 reads; ``object_id`` is kept beside it only because older HA
+versions (down to :data:`MIN_HOME_ASSISTANT`) read that instead, and HA 2026.4
+ignores it. Every entity subscribes with ``qos: 1`` so at-least-once delivery
+reaches HA and does not end at the broker.
 
 Config topics: ``{prefix}/{component}/{node_id}/{object_id}/config`` (retained).
 Removal = the same topics with an empty retained payload. Nothing here talks
@@ -25,6 +34,9 @@ from typing import Any
 from .. import __version__
 from ..dsp.smoother import NO_SPEECH
 from .payloads import STATUS_OFFLINE, STATUS_ONLINE, Topics
+
+MIN_HOME_ASSISTANT = "2024.4"  # enum sensor ``options`` from MQTT discovery; stated in docs/mqtt.md
+DISCOVERY_QOS = 1
 
 ORIGIN = {"name": "emotiond", "sw": __version__, "url": "https://github.com/emotiond/emotiond"}
 
@@ -60,6 +72,16 @@ def availability_block(topics: Topics) -> list[dict[str, str]]:
     ]
 
 
+def entity_ids(component: str, object_id: str) -> dict[str, str]:
+    """Both spellings of the entity id: ``default_entity_id`` (HA ≥ 2025.10) and ``object_id`` (older HA).
+
+    Entity ids allow only ``[a-z0-9_]`` without leading, trailing or double ``_``;
+    HA would slugify anything else itself, so this gives the id it would make.
+    """
+    slug = re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", object_id.lower())).strip("_")
+    return {"default_entity_id": f"{component}.{slug}", "object_id": slug}
+
+
 def config_topic(prefix: str, component: str, topics: Topics, object_id: str) -> str:
     return f"{prefix}/{component}/{node_id(topics.device)}/{object_id}/config"
 
@@ -73,13 +95,14 @@ def entity_configs(
         "availability": availability_block(topics),
         "device": device_block(topics),
         "origin": ORIGIN,
+        "qos": DISCOVERY_QOS,
     }
     out: dict[str, dict] = {}
     if labels:
         out[config_topic(prefix, "event", topics, "utterance")] = {
             "name": "Utterance emotion",
             "unique_id": f"{nid}_utterance",
-            "object_id": f"{nid}_utterance",
+            **entity_ids("event", f"{nid}_utterance"),
             "state_topic": topics.utterance,
             "event_types": list(labels),
             "value_template": EVENT_VALUE_TEMPLATE,
@@ -89,7 +112,7 @@ def entity_configs(
     out[config_topic(prefix, "sensor", topics, "emotion")] = {
         "name": "Emotion",
         "unique_id": f"{nid}_emotion",
-        "object_id": f"{nid}_emotion",
+        **entity_ids("sensor", f"{nid}_emotion"),
         "state_topic": topics.emotion,
         "value_template": "{{ value_json.emotion }}",
         "json_attributes_topic": topics.emotion,
@@ -102,12 +125,24 @@ def entity_configs(
     out[config_topic(prefix, "sensor", topics, "confidence")] = {
         "name": "Emotion confidence",
         "unique_id": f"{nid}_confidence",
-        "object_id": f"{nid}_confidence",
+        **entity_ids("sensor", f"{nid}_confidence"),
         "state_topic": topics.emotion,
         "value_template": "{{ (value_json.confidence * 100) | round(1) }}",
         "unit_of_measurement": "%",
         "state_class": "measurement",
         "icon": "mdi:percent",
+        **common,
+    }
+    out[config_topic(prefix, "binary_sensor", topics, "problem")] = {
+        "name": "Problem",
+        "unique_id": f"{nid}_problem",
+        **entity_ids("binary_sensor", f"{nid}_problem"),
+        "state_topic": topics.problem,
+        "value_template": "{{ 'ON' if value_json.problem else 'OFF' }}",
+        "json_attributes_topic": topics.problem,
+        "json_attributes_template": "{{ {'reason': value_json.reason} | to_json }}",
+        "device_class": "problem",
+        "entity_category": "diagnostic",
         **common,
     }
     return out

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -61,6 +62,7 @@ class MonitorState:
     error: str | None = None
     device_seen: str | None = None
     status: str = "unknown"
+    problem: str | None = None  # the reason while the daemon reports a problem (degraded)
     emotion: str | None = None
     confidence: float = 0.0
     probabilities: dict[str, float] = field(default_factory=dict)
@@ -83,7 +85,7 @@ class MonitorState:
         if len(rest) != 2 or (self.device != "+" and rest[0] != self.device):
             return None
         device, kind = rest
-        if kind not in ("status", "emotion", "utterance", "health"):
+        if kind not in ("status", "emotion", "utterance", "health", "problem"):
             return None
         self.messages += 1
         if not payload:  # a cleared retained message
@@ -96,7 +98,9 @@ class MonitorState:
             data = json.loads(payload)
             if not isinstance(data, dict):
                 raise ValueError("not an object")
-            if kind == "emotion":
+            if kind == "problem":
+                self.problem = (str(data.get("reason") or "problem")) if data.get("problem") else None
+            elif kind == "emotion":
                 self.emotion = str(data["emotion"])
                 self.confidence = float(data.get("confidence", 0.0))
                 self.probabilities = {str(k): float(v) for k, v in data.get("probabilities", {}).items()}
@@ -132,15 +136,23 @@ def _time(ts: str | None) -> str:
     return ts.split("T", 1)[1][:8]
 
 
+def shown_status(state: MonitorState) -> str:
+    """``degraded`` while a running daemon reports a problem (status itself is only online/offline)."""
+    return "degraded" if state.problem and state.status == "online" else state.status
+
+
 def render(state: MonitorState) -> RenderableType:
     """The whole screen for ``state``; pure (no clock, no I/O)."""
     device = state.device_seen or (state.device if state.device != "+" else "?")
+    status = shown_status(state)
     link = "[green]connected[/]" if state.connected else "[red]not connected[/]"
     header = Text.from_markup(
         f"[bold]emotiond monitor[/]  device [bold]{device}[/]  "
-        f"status [{STATUS_STYLE.get(state.status, 'dim')}]{state.status}[/]  "
+        f"status [{STATUS_STYLE.get(status, 'dim')}]{status}[/]  "
         f"broker {state.broker} {link}"
     )
+    if state.problem and status == "degraded":
+        header.append(f"\nproblem: {state.problem}", style="yellow")
     if state.error:
         header.append(f"\n{state.error}", style="red")
 
@@ -180,7 +192,8 @@ def render(state: MonitorState) -> RenderableType:
     if state.health:
         mqtt = state.health.get("mqtt") or {}
         up = state.health.get("uptime_s")
-        footer += f"  |  health: up {up} s" if up is not None else "  |  health:"
+        at = _time(state.health.get("ts"))  # health comes every 60 s: say when this one was made
+        footer += f"  |  health at {at}: up {up} s" if up is not None else f"  |  health at {at}:"
         footer += f", dropped {mqtt.get('dropped_events', 0)}, buffered {mqtt.get('buffered', 0)}"
     footer += "  |  Ctrl-C to quit"
     return Group(
@@ -195,6 +208,8 @@ def _line(state: MonitorState, kind: str) -> str:
     """One plain line per message, for pipes and dumb terminals."""
     if kind == "status":
         return f"status {state.status}"
+    if kind == "problem":
+        return f"problem {state.problem}" if state.problem else "problem cleared"
     if kind == "emotion":
         return f"emotion {state.emotion} {state.confidence:.2f}"
     if kind == "utterance" and state.utterances:
@@ -205,20 +220,43 @@ def _line(state: MonitorState, kind: str) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="emotiond monitor", description=__doc__.split("\n")[0])
-    ap.add_argument("--host", default="localhost", help="broker host (default: localhost)")
+    ap.add_argument("--config", type=Path, help="take broker, base topic and device from this config (mqtt.*)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one setting (repeatable), e.g. --set mqtt.host=broker.lan")
+    ap.add_argument("--host", default=None, help="broker host (default: mqtt.host, localhost)")
     ap.add_argument("--port", type=int, default=None, help="broker port (1883, or 8883 with --tls)")
-    ap.add_argument("--device", default="+", help="device id (default: + = any)")
-    ap.add_argument("--base", default="emotiond", help="base topic (default: emotiond)")
+    ap.add_argument("--device", default=None, help="device id (default: mqtt.device_id if set, else + = any)")
+    ap.add_argument("--base", default=None, help="base topic (default: mqtt.base_topic, emotiond)")
     ap.add_argument("--username", default=None, help="password from EMOTIOND_MQTT__PASSWORD")
     ap.add_argument("--tls", action="store_true", help="connect with TLS")
     ap.add_argument("--ca-file", default=None, help="CA bundle for --tls (default: system CAs)")
     ap.add_argument("--plain", action="store_true", help="one line per message, no live view")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    _fill_from_config(args)
+    return args
 
 
-def connect(state: MonitorState, args: argparse.Namespace, lock: threading.Lock, on_update=None):
+def _fill_from_config(args: argparse.Namespace) -> None:
+    """Options not given on the command line come from the config (``--config``/``--set``/env), as for ``run``."""
+    from .config import load_settings
+
+    mqtt = load_settings(args.config, args.overrides).mqtt
+    args.host = args.host or mqtt.host
+    args.tls = args.tls or mqtt.tls.enabled
+    if args.ca_file is None and mqtt.tls.ca_file is not None:
+        args.ca_file = str(mqtt.tls.ca_file)
+    if args.port is None and not ((args.tls or args.ca_file) and mqtt.port == 1883):  # else 8883 with TLS
+        args.port = mqtt.port
+    args.base = args.base or mqtt.base_topic
+    args.device = args.device or mqtt.device_id or "+"
+    args.username = args.username or mqtt.username
+
+
+def connect(state: MonitorState, args: argparse.Namespace, lock: threading.Lock, on_update=None, on_error=None):
     """A started paho client feeding ``state`` (used by the CLI and the tests)."""
     import paho.mqtt.client as mqtt
+
+    from .mqtt_sink import describe_error
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"emotiond-monitor-{uuid.uuid4().hex[:8]}")
     if args.username:
@@ -232,12 +270,16 @@ def connect(state: MonitorState, args: argparse.Namespace, lock: threading.Lock,
             state.error = None if state.connected else f"broker refused: {reason_code}"
         if state.connected:
             c.subscribe(state.subscription, qos=1)
+        if on_error is not None:
+            on_error(None if state.connected else state.error)
 
     def on_connect_fail(c, userdata) -> None:
         exc = sys.exc_info()[1]
         with lock:
             state.connected = False
-            state.error = f"cannot connect: {exc}" if exc else "cannot connect"
+            state.error = f"cannot connect: {describe_error(exc)}" if exc else "cannot connect"
+        if on_error is not None:
+            on_error(state.error)
 
     def on_disconnect(c, userdata, flags, reason_code, properties) -> None:
         with lock:
@@ -268,6 +310,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def monitor_main(argv: list[str]) -> int:
     args = parse_args(argv)
     state = MonitorState(base=args.base, device=args.device)
+    state.broker = f"{args.host}:{args.port or (8883 if (args.tls or args.ca_file) else 1883)}"
     lock = threading.Lock()
     console = Console()
     plain = args.plain or not console.is_terminal
@@ -279,7 +322,21 @@ def monitor_main(argv: list[str]) -> int:
             line = _line(state, kind)
         print(line, flush=True)
 
-    client = connect(state, args, lock, on_update=print_line if plain else None)
+    said: list[str | None] = [""]
+
+    def print_link(error: str | None) -> None:
+        """--plain: say on stderr why nothing arrives (once per change), and when the broker answers."""
+        if error == said[0]:
+            return
+        said[0] = error
+        if error is None:
+            print(f"monitor: connected to {state.broker}, waiting for {state.subscription}", file=sys.stderr,
+                  flush=True)
+        else:
+            print(f"monitor: {state.broker}: {error}; retrying", file=sys.stderr, flush=True)
+
+    client = connect(state, args, lock, on_update=print_line if plain else None,
+                     on_error=print_link if plain else None)
     try:
         if plain:
             while True:

@@ -16,9 +16,14 @@ Delivery rules
   paho's session and are re-sent (``dup``) after the reconnect; we track them by
   ``mid`` in ``_outbox`` and flush our buffer only after they are acknowledged,
   so events arrive in order (tests/test_mqtt_outage.py checks both).
-* On every (re)connect: the current status (``online``/``degraded``) retained,
-  Home Assistant discovery, the last health and the last emotion state (unless a
-  newer one is still buffered), then the buffer in order. Last Will: ``offline``.
+* On every (re)connect: the availability (``online``) and the problem state
+  (``degraded`` and why) retained, Home Assistant discovery, the last health and
+  the last emotion state (unless a newer one is still buffered), then the buffer
+  in order. Last Will: ``offline``. Status and problem are otherwise published
+  only when they change.
+* After the first discovery of this sink, events wait ``homeassistant.discovery_delay_s``
+  in the buffer, so HA has subscribed to a device it has never seen before the
+  first utterance arrives (with ``--fast`` it otherwise came too early).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import paho.mqtt.client as mqtt
 
 from .config import HomeAssistantSettings, MqttSettings
 from .homeassistant import discovery_messages, ha_status_topic, removal_messages
-from .payloads import SCHEMA_VERSION, STATUS_OFFLINE, STATUS_ONLINE, Topics, iso_utc
+from .payloads import SCHEMA_VERSION, STATUS_DEGRADED, STATUS_OFFLINE, STATUS_ONLINE, Topics, iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +101,13 @@ class MqttSink:
         self._gate: set[int] = set()  # in-flight at the reconnect: flush after these are acked
         self._gate_since = 0.0
 
-        self._status = STATUS_ONLINE
+        self._status = STATUS_ONLINE  # the daemon's: online | degraded | offline (health.status)
+        self._reason: str | None = None  # why it is degraded
+        self._sent_status: tuple[str, str] | None = None  # (availability, problem JSON) last handed to paho
+        self._hold_until: float | None = None  # events wait until then after the first discovery
         self._last_emotion: str | None = None
         self._last_health: dict[str, Any] | None = None
+        self._health_pending = False  # a health message arrived while not ready: send it once ready
 
         self._connected = False  # transport up (CONNACK accepted)
         self._connack_seen = False  # the broker answered this attempt (accepted or refused)
@@ -267,13 +276,35 @@ class MqttSink:
             return True
         return False
 
+    def _availability(self) -> str:
+        """HA knows only ``online``/``offline`` on an availability topic; degraded is still online."""
+        return STATUS_OFFLINE if self._status == STATUS_OFFLINE else STATUS_ONLINE
+
+    def _problem_json(self) -> str:
+        problem = self._status == STATUS_DEGRADED
+        return self._json({"schema": SCHEMA_VERSION, "device": self.topics.device, "problem": problem,
+                           "reason": self._reason if problem else None})
+
+    def _send_status(self, force: bool) -> None:
+        """Availability and problem, each only when it differs from what was sent (``_lock`` held)."""
+        now = (self._availability(), self._problem_json())
+        before = None if force else self._sent_status
+        if before is None or now[0] != before[0]:
+            self._send(_Msg(self.topics.status, now[0], True))
+        if before is None or now[1] != before[1]:
+            self._send(_Msg(self.topics.problem, now[1], True))
+        self._sent_status = now
+
     def _session_publish(self) -> None:
         """After a (re)connect: status, discovery, health, state. Called with ``_lock`` held."""
         t = self.topics
-        self._send(_Msg(t.status, self._status, True))
+        self._send_status(force=True)
         self._publish_discovery()
+        if self.ha.discovery and self._hold_until is None:
+            self._hold_until = time.monotonic() + self.ha.discovery_delay_s
         if self._last_health is not None:
             self._send(_Msg(t.health, self._health_json(self._last_health), True))
+            self._health_pending = False
         if self._last_emotion is not None and not any(m.topic == t.emotion for m in self._buffer):
             self._send(_Msg(t.emotion, self._last_emotion, True))
 
@@ -301,6 +332,9 @@ class MqttSink:
             self._dropped_this_outage = 0
             self._drop_logged = False
             self._ready = True
+            if self._health_pending and self._last_health is not None:
+                self._health_pending = False
+                self._send(_Msg(self.topics.health, self._health_json(self._last_health), True))
 
     def _run_sender(self) -> None:
         while not self._stop.is_set():
@@ -318,7 +352,7 @@ class MqttSink:
                 if self._discovery_pending:
                     self._discovery_pending = False
                     self._publish_discovery()
-                if not self._ready:
+                if not self._ready and not self._holding():
                     with self._ack_lock:
                         gate = bool(self._gate & self._outbox.keys())
                         waited = time.monotonic() - self._gate_since
@@ -334,10 +368,19 @@ class MqttSink:
                     if not gate:
                         self._flush()
 
+    def _holding(self) -> bool:
+        """True while events wait for HA to subscribe after the first discovery."""
+        return self._hold_until is not None and time.monotonic() < self._hold_until
+
     def _event(self, msg: _Msg) -> None:
         with self._lock:
             if self._client is not None and self._ready and not self._buffer and self._send(msg):
                 return
+            if len(self._buffer) == self._buffer.maxlen and self._holding() and self._connected:
+                self._hold_until = time.monotonic()  # the discovery delay never costs an event: flush now
+                self._flush()
+                if self._ready and not self._buffer and self._send(msg):
+                    return
             if len(self._buffer) == self._buffer.maxlen:
                 self._dropped += 1
                 self._dropped_this_outage += 1
@@ -365,11 +408,13 @@ class MqttSink:
     def publish_utterance(self, payload: dict[str, Any]) -> None:
         self._event(_Msg(self.topics.utterance, self._json(payload), False))
 
-    def set_status(self, status: str) -> None:
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        """``online``/``degraded`` (with why)/``offline``; publishes only what changed."""
         with self._lock:
             self._status = status
+            self._reason = reason if status == STATUS_DEGRADED else None
             if self._connected and self._client is not None:
-                self._send(_Msg(self.topics.status, status, True))
+                self._send_status(force=False)
 
     def _health_json(self, payload: dict[str, Any]) -> str:
         base = {"schema": SCHEMA_VERSION, "device": self.topics.device, "ts": iso_utc(time.time())}
@@ -382,7 +427,8 @@ class MqttSink:
         """Retained; adds ``schema``/``device``/``ts``/``status`` if missing and live ``mqtt`` stats."""
         with self._lock:
             self._last_health = dict(payload)
-            if self._ready and self._client is not None:
+            self._health_pending = not (self._ready and self._client is not None)
+            if not self._health_pending:
                 self._send(_Msg(self.topics.health, self._health_json(payload), True))
 
     def stats(self) -> dict[str, Any]:
@@ -404,7 +450,8 @@ class MqttSink:
         client = self._client
         if client is None:
             return
-        deadline = time.monotonic() + max(0.0, timeout_s)
+        hold = max(0.0, self._hold_until - time.monotonic()) if self._hold_until is not None else 0.0
+        deadline = time.monotonic() + max(0.0, timeout_s) + hold  # the discovery delay does not eat the flush
         self._wake.set()
         while self._connected and time.monotonic() < deadline:
             with self._ack_lock:
@@ -419,12 +466,17 @@ class MqttSink:
             self._sender.join(timeout=2)
         with self._lock:
             self._status = STATUS_OFFLINE
+            self._reason = None
             if self._connected:
+                # the retained health and problem must not keep saying online/degraded after a clean stop
+                final = [(self.topics.problem, self._problem_json()), (self.topics.status, STATUS_OFFLINE)]
+                if self._last_health is not None:
+                    stopped = self._health_json({**self._last_health, "status": STATUS_OFFLINE})
+                    final.insert(0, (self.topics.health, stopped))
                 try:
-                    info = client.publish(
-                        self.topics.status, STATUS_OFFLINE, qos=self.qos, retain=True
-                    )
-                    info.wait_for_publish(timeout=max(0.05, deadline - time.monotonic()))
+                    infos = [client.publish(t, p, qos=self.qos, retain=True) for t, p in final]
+                    for info in infos:
+                        info.wait_for_publish(timeout=max(0.05, deadline - time.monotonic()))
                 except (RuntimeError, ValueError):
                     pass
             lost = len(self._buffer) + len(self._outbox)

@@ -46,9 +46,18 @@ class Topics:
     def health(self) -> str:
         return f"{self.root}/health"
 
+    @property
+    def problem(self) -> str:
+        """Retained JSON ``{"problem": bool, "reason": …}``: *degraded* lives here, not in ``status``."""
+        return f"{self.root}/problem"
+
 
 def iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+CLOCK_WALL = "wall"
+CLOCK_AUDIO = "audio"
 
 
 class PayloadFactory:
@@ -56,33 +65,65 @@ class PayloadFactory:
 
     ``run`` (the start time in ms) lets a subscriber de-duplicate by
     ``(run, seq)`` across daemon restarts, where ``seq`` starts again at 1.
-    Audio times become wall-clock times through the stream's start time.
+
+    Times (docs/mqtt.md, "Times"): every payload time is a UTC time of a point in
+    the audio. ``now_s`` is how much audio the pipeline has processed when the
+    event is made.
+
+    * ``clock="wall"`` (microphone, a file paced in real time): a point ``x`` s into
+      the audio is stamped ``time.time() - (now_s - x)``, i.e. when it was heard,
+      and stays right after a microphone gap.
+    * ``clock="audio"`` (``--fast``, stdin, arrays): ``run start + x``, the audio's own
+      timeline from the start of the run; it runs ahead of the wall clock when the
+      input is processed faster than real time.
+
+    In both, an utterance's ``ts`` is the moment its summary was made
+    (``now_s``), so ``start ≤ end ≤ ts``; no time is later than ``now_s``
+    (the final ``none`` at the end of an input is stamped at its last sample);
+    and ``ts`` never decreases from one event to the next.
     """
 
-    def __init__(self, device: str, stream_start_epoch: float | None = None) -> None:
+    def __init__(self, device: str, stream_start_epoch: float | None = None, clock: str = CLOCK_AUDIO) -> None:
+        if clock not in (CLOCK_WALL, CLOCK_AUDIO):
+            raise ValueError(f"clock must be {CLOCK_WALL!r} or {CLOCK_AUDIO!r}, not {clock!r}")
         self.device = device
+        self.clock = clock
         self.stream_start_epoch = time.time() if stream_start_epoch is None else stream_start_epoch
         self.run = int(self.stream_start_epoch * 1000)
         self._seq = itertools.count(1)
+        self._last_ts = 0.0
 
     def _common(self) -> dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "device": self.device, "run": self.run, "seq": next(self._seq)}
 
-    def emotion(self, state: EmotionState) -> dict[str, Any]:
+    def _epoch(self, audio_s: float, now_s: float, wall: float) -> float:
+        audio_s = min(audio_s, now_s)
+        if self.clock == CLOCK_WALL:
+            return wall - (now_s - audio_s)
+        return self.stream_start_epoch + audio_s
+
+    def _ts(self, epoch: float) -> str:
+        self._last_ts = max(self._last_ts, epoch)
+        return iso_utc(self._last_ts)
+
+    def emotion(self, state: EmotionState, now_s: float | None = None) -> dict[str, Any]:
+        now = state.audio_time_s if now_s is None else now_s
         return {
             **self._common(),
-            "ts": iso_utc(self.stream_start_epoch + state.audio_time_s),
+            "ts": self._ts(self._epoch(state.audio_time_s, now, time.time())),
             "emotion": state.emotion,
             "confidence": state.confidence,
             "probabilities": state.probabilities,
         }
 
-    def utterance(self, summary: UtteranceSummary) -> dict[str, Any]:
+    def utterance(self, summary: UtteranceSummary, now_s: float | None = None) -> dict[str, Any]:
+        now = max(summary.end_s, summary.end_s if now_s is None else now_s)
+        wall = time.time()
         return {
             **self._common(),
-            "ts": iso_utc(time.time()),
-            "start": iso_utc(self.stream_start_epoch + summary.start_s),
-            "end": iso_utc(self.stream_start_epoch + summary.end_s),
+            "ts": self._ts(self._epoch(now, now, wall)),
+            "start": iso_utc(self._epoch(summary.start_s, now, wall)),
+            "end": iso_utc(self._epoch(summary.end_s, now, wall)),
             "offset_s": round(summary.start_s, 3),
             "duration_s": round(summary.duration_s, 3),
             "emotion": summary.emotion,

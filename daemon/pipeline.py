@@ -152,14 +152,14 @@ class Pipeline:
             self.stats.unclassified_utterances += 1
             return
         self.stats.utterances += 1
-        payload = self.payloads.utterance(summary)
+        payload = self.payloads.utterance(summary, self.audio_time_s)
         self._to_sinks("publish_utterance", payload)
         if self.on_utterance is not None:
             self.on_utterance(summary, payload)
 
     def _emit_state(self, state: EmotionState) -> None:
         self.stats.emotion_changes += 1
-        self._to_sinks("publish_emotion", self.payloads.emotion(state))
+        self._to_sinks("publish_emotion", self.payloads.emotion(state, self.audio_time_s))
 
     def _to_sinks(self, method: str, payload: dict[str, Any]) -> None:
         t0 = time.perf_counter()

@@ -31,7 +31,7 @@ from ..models.runtime import DEFAULT_MODEL, EmotionModel, ModelError
 from .adaptation import Household
 from .config import ConfigError, Settings, load_settings
 from .notify import ServiceNotifier
-from .payloads import STATUS_DEGRADED, STATUS_ONLINE, PayloadFactory, Topics
+from .payloads import CLOCK_AUDIO, CLOCK_WALL, STATUS_DEGRADED, STATUS_ONLINE, PayloadFactory, Topics
 from .pipeline import Pipeline
 from .sinks import Sink, StdoutSink
 from .sources import ArraySource, AudioSource, DeviceLost, FileSource, SourceError, StdinSource
@@ -161,8 +161,18 @@ def make_sinks(settings: Settings, labels: tuple[str, ...], force_stdout: bool =
 
 
 def rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB)."""
+    """Peak resident set size of this process (Linux reports KiB); ``peak_rss_mb`` in health."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float | None:
+    """Resident set size now (``rss_mb`` in health), from /proc; None where there is no /proc."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
 
 
 def configure_logging(settings: Settings, debug: bool = False) -> None:
@@ -218,7 +228,8 @@ class Daemon:
         self._reload = False
         self.started = time.monotonic()
         self._status = STATUS_ONLINE
-        self._last_health = 0.0
+        self._last_health: float | None = None  # monotonic time of the last health; set at start()
+        self._reason: str | None = None
         self.model: EmotionModel | None = None
         self.household: Household | None = None
         self.pipeline: Pipeline | None = None
@@ -257,14 +268,22 @@ class Daemon:
         frontend = build_frontend(self.settings, self.model, self.household.normaliser)
         smoother = Smoother(self.model.labels, self.settings.smoother.params())
         self.sinks = make_sinks(self.settings, self.model.labels, self.force_stdout)
-        payloads = PayloadFactory(self.settings.mqtt.device())
+        payloads = PayloadFactory(self.settings.mqtt.device(), clock=self._clock())
         self.pipeline = Pipeline(frontend, self.model, smoother, payloads, self.sinks)
         for sink in self.sinks:
             sink.start()
+        self._publish_health(self.source)  # at start, so a monitor shows this run from its first second
         log.info(
             "emotiond %s: model %s (%s, %d labels) via %s",
             __version__, self.model.info.name, self.model.path.name, len(self.model.labels), self.model.runtime,
         )
+
+    def _clock(self) -> str:
+        """Wall clock for inputs heard in real time (microphone, paced file); audio clock otherwise."""
+        src = self.settings.source
+        if self._source_override is not None or src.input == "-" or (src.input and (self.fast or not src.realtime)):
+            return CLOCK_AUDIO
+        return CLOCK_WALL
 
     def _open_source(self) -> AudioSource:
         source = self._source_override or make_source(self.settings, self.fast)
@@ -345,21 +364,22 @@ class Daemon:
                 self.reload()
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
-    def _set_status(self, status: str) -> None:
-        self._status = status
+    def _set_status(self, status: str, reason: str | None = None) -> None:
+        """Tell the sinks only on a change of status or reason; health follows every change."""
+        changed = (status, reason) != (self._status, self._reason)
+        self._status, self._reason = status, reason
+        self.notifier.status(status if reason is None else f"{status}: {reason}")
+        if not changed:
+            return
         for sink in self.sinks:
             with contextlib.suppress(Exception):
-                sink.set_status(status)
-        self.notifier.status(status)
+                sink.set_status(status, reason)
+        self._publish_health(self.source)
 
     def _degraded(self, why: str) -> None:
         if self._status != STATUS_DEGRADED:
             log.warning("degraded: %s", why)
-        self._status = STATUS_DEGRADED
-        for sink in self.sinks:
-            with contextlib.suppress(Exception):
-                sink.set_status(STATUS_DEGRADED)
-        self.notifier.status(f"degraded: {why}")
+        self._set_status(STATUS_DEGRADED, why)
 
     def health(self, source: AudioSource | None = None) -> dict[str, Any]:
         assert self.pipeline is not None and self.model is not None
@@ -376,7 +396,8 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "audio_s": round(self.pipeline.audio_time_s, 1),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "rss_mb": round(rss_mb(), 1),
+            "rss_mb": _round(current_rss_mb()),
+            "peak_rss_mb": round(rss_mb(), 1),
             "source": source.name if source else None,
             "overruns": source.overruns if source else 0,
             "model": {"name": self.model.info.name, "version": self.model.info.version, "runtime": self.model.runtime},
@@ -387,9 +408,14 @@ class Daemon:
 
     def _maybe_health(self, source: AudioSource) -> None:
         now = time.monotonic()
-        if now - self._last_health < self.settings.mqtt.health_interval_s:
+        if self._last_health is not None and now - self._last_health < self.settings.mqtt.health_interval_s:
             return
-        self._last_health = now
+        self._publish_health(source)
+
+    def _publish_health(self, source: AudioSource | None) -> None:
+        if self.pipeline is None or self.model is None:
+            return
+        self._last_health = time.monotonic()
         payload = self.health(source)
         for sink in self.sinks:
             with contextlib.suppress(Exception):
@@ -439,6 +465,10 @@ class Daemon:
             except Exception:
                 log.exception("closing %s failed", type(sink).__name__)
         self.sinks = []
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def run_array(settings: Settings, samples: np.ndarray) -> Daemon:

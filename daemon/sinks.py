@@ -18,7 +18,8 @@ class Sink(Protocol):
 
     def publish_utterance(self, payload: dict[str, Any]) -> None: ...
 
-    def set_status(self, status: str) -> None: ...
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        """``online`` | ``degraded`` (``reason`` says why) | ``offline``; called only on a change."""
 
     def publish_health(self, payload: dict[str, Any]) -> None: ...
 
@@ -47,8 +48,8 @@ class StdoutSink:
     def publish_utterance(self, payload: dict[str, Any]) -> None:
         self._write("utterance", payload)
 
-    def set_status(self, status: str) -> None:
-        self._write("status", {"status": status})
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        self._write("status", {"status": status} if reason is None else {"status": status, "reason": reason})
 
     def publish_health(self, payload: dict[str, Any]) -> None:
         pass  # health is for dashboards; on stdout it would drown the events

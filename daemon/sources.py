@@ -9,6 +9,7 @@ when processing falls behind, the oldest blocks are dropped and counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -24,6 +25,7 @@ import numpy as np
 import soxr
 
 from ..dsp.features import SAMPLE_RATE
+from ..quiet import quiet_native_stderr
 
 log = logging.getLogger(__name__)
 
@@ -112,18 +114,26 @@ class FileSource:
         self.block_ms = block_ms
         self.overruns = 0
         self._file = None
+        self._mp3 = False
 
     def open(self) -> None:
         import soundfile as sf
 
+        if self.path.is_dir():
+            raise NoInputError(f"{self.path}: is a directory, not an audio file")
         if not self.path.exists():
             raise NoInputError(f"{self.path}: audio file not found")
         try:
-            self._file = sf.SoundFile(str(self.path))
+            with quiet_native_stderr():  # libmpg123 (MP3) prints header notes straight to fd 2
+                self._file = sf.SoundFile(str(self.path))
         except Exception as exc:  # libsndfile reports format problems as several types
             raise SourceError(f"{self.path}: not a readable audio file ({_short(exc)})") from None
         if self._file.samplerate < 8000:
             raise SourceError(f"{self.path}: sample rate {self._file.samplerate} Hz is too low (min 8000)")
+        self._mp3 = self._file.format == "MP3"  # libmpg123 notes on damaged frames would flood stderr
+        if self._file.frames == 0:
+            self._file.close()
+            raise SourceError(f"{self.path}: contains no audio samples (a header only)")
 
     def blocks(self) -> Iterator[np.ndarray]:
         assert self._file is not None, "open() first"
@@ -134,7 +144,8 @@ class FileSource:
         emitted = 0
         while True:
             try:
-                data = self._file.read(frames, dtype="float64", always_2d=True)
+                with quiet_native_stderr() if self._mp3 else contextlib.nullcontext():
+                    data = self._file.read(frames, dtype="float64", always_2d=True)
             except Exception as exc:
                 where = f"after {emitted / SAMPLE_RATE:.1f} s"
                 raise SourceError(f"{self.path}: read failed {where} ({_short(exc)})") from None

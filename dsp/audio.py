@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from ..quiet import quiet_native_stderr
 from .features import SAMPLE_RATE
 
 
@@ -38,13 +39,19 @@ def load_mono_16k(path: Path | str) -> np.ndarray:
     import soundfile as sf
 
     path = Path(path)
+    if path.is_dir():
+        raise AudioFileError(f"{path}: is a directory, not an audio file (pass the files, e.g. {path}/*.wav)",
+                             missing=True)
     if not path.is_file():
         raise AudioFileError(f"{path}: audio file not found", missing=True)
     try:
-        data, rate = sf.read(str(path), dtype="float64", always_2d=True)
+        with quiet_native_stderr():  # libmpg123 prints notes about MP3 headers straight to fd 2
+            data, rate = sf.read(str(path), dtype="float64", always_2d=True)
     except Exception as exc:  # libsndfile raises several types for bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AudioFileError(f"{path}: not a readable audio file ({first})") from None
     if rate < 8000:
         raise AudioFileError(f"{path}: sample rate {rate} Hz is too low (min 8000)")
+    if len(data) == 0:
+        raise AudioFileError(f"{path}: contains no audio samples (a header only)")
     return to_16k_mono(data, rate)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, exitcodes
+from .usage import Parser, usage_exit_code
 
 log = logging.getLogger("emotiond")
 
@@ -21,7 +22,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emotiond", description="Speech emotion recognition daemon (MQTT).")
+    parser = Parser(prog="emotiond", description="Speech emotion recognition daemon (MQTT).")
     parser.add_argument("--version", action="version", version=f"emotiond {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -39,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("files", nargs="+", type=Path)
     classify.add_argument("--json", action="store_true", help="one JSON object per file")
 
-    sub.add_parser("devices", help="list audio input devices")
+    devices = sub.add_parser("devices", help="list audio input devices")
+    _config_args(devices)
+    sample = sub.add_parser(
+        "sample-events",
+        help="publish a confident example event of each emotion through the real sinks (test a flow without speaking)",
+    )
+    _config_args(sample)
+    sample.add_argument("--confidence", type=float, default=0.9, help="confidence of each example (default 0.9)")
+    sample.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between examples")
 
     check = sub.add_parser("check-config", help="validate the configuration and print it (secrets masked)")
     _config_args(check)
@@ -61,6 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import service
     from .daemon.demo import DEMO_AUDIO, broker_answers, private_broker
 
+    if args.demo and args.input is not None:
+        print("emotiond run: --demo plays the bundled recording; use --input FILE or --demo, not both",
+              file=sys.stderr)
+        return exitcodes.USAGE
     extra = []
     if args.input is not None:
         extra.append(f"source.input={args.input}")
@@ -105,9 +118,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     from .daemon.microphone import list_input_devices
 
+    _settings(args)  # --config/--set are validated like everywhere else
     devices = list_input_devices()
     if not devices:
-        print("no audio input devices found (is a microphone plugged in, and is this user in the 'audio' group?)")
+        print("emotiond: no audio input devices found (is a microphone plugged in, and is this user in the "
+              "'audio' group?)", file=sys.stderr)
         return exitcodes.NOINPUT
     from rich.console import Console
     from rich.table import Table
@@ -128,22 +143,55 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_sample_events(args: argparse.Namespace) -> int:
+    from .daemon.samples import sample_events_main
+
+    return sample_events_main(_settings(args), args.confidence, args.interval)
+
+
+def _train_data_missing(rest: list[str]) -> str | None:
+    """Why ``train`` cannot start for lack of data, checked before it creates ``--out/train.log``."""
+    from .models.training.data import data_dir
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--data")
+    known, _ = pre.parse_known_args(rest)
+    if "-h" in rest or "--help" in rest:
+        return None
+    try:
+        data_dir(known.data)
+    except SystemExit as exc:
+        return str(exc)
+    return None
+
+
 def cmd_delegate(args: argparse.Namespace) -> int:
+    """``train``/``eval``/``monitor`` parse their own options; a usage error still exits 64."""
     rest = list(args.rest)
-    if args.command == "train":
-        try:
-            from .models.training.train import train_main
-        except ImportError as exc:
-            print(f"emotiond train: {exc}; install the training extra: pip install 'emotiond[train]'", file=sys.stderr)
-            return exitcodes.UNAVAILABLE
-        return int(train_main(rest) or 0)
-    if args.command == "eval":
-        from .daemon.evaluate import eval_main
+    try:
+        if args.command == "train":
+            try:
+                from .models.training.train import train_main
+            except ImportError as exc:
+                print(f"emotiond train: {exc}; install the training extra: pip install 'emotiond[train]'",
+                      file=sys.stderr)
+                return exitcodes.UNAVAILABLE
+            missing = _train_data_missing(rest)
+            if missing:
+                print(f"emotiond train: {missing}", file=sys.stderr)
+                return exitcodes.NOINPUT
+            return int(train_main(rest) or 0)
+        if args.command == "eval":
+            from .daemon.evaluate import eval_main
 
-        return eval_main(rest)
-    from .daemon.monitor import monitor_main
+            return eval_main(rest)
+        from .daemon.monitor import monitor_main
 
-    return monitor_main(rest)
+        return monitor_main(rest)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # a delegated command's own one-line error
+            print(f"emotiond {args.command}: {exc.code}", file=sys.stderr)
+        return usage_exit_code(exc.code)
 
 
 COMMANDS = {
@@ -151,6 +199,7 @@ COMMANDS = {
     "classify": cmd_classify,
     "devices": cmd_devices,
     "check-config": cmd_check_config,
+    "sample-events": cmd_sample_events,
     "train": cmd_delegate,
     "eval": cmd_delegate,
     "monitor": cmd_delegate,

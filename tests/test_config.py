@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_committed_config_yaml_and_reference_are_generated_from_the_schema() -> None:
-    assert (ROOT / "config.yaml").read_text() == render_yaml(), "run: python -m emotiond.daemon.config_reference"
+    regenerate = "run: .venv/bin/python -m emotiond.daemon.config_reference"
+    assert (ROOT / "config.yaml").read_text() == render_yaml(), regenerate
     assert (ROOT / "docs/configuration.md").read_text() == render_markdown()
 
 

@@ -107,3 +107,21 @@ def test_parse_args_defaults():
     assert SimpleNamespace(host=a.host, device=a.device, base=a.base) == SimpleNamespace(
         host="localhost", device="+", base="emotiond"
     )
+
+
+def test_problem_topic_shows_degraded_with_its_reason():
+    from emotiond.daemon.monitor import shown_status
+
+    state = MonitorState(device="kitchen")
+    state.apply("emotiond/kitchen/status", b"online")
+    assert state.apply("emotiond/kitchen/problem", b'{"problem": true, "reason": "audio lost"}') == "problem"
+    assert shown_status(state) == "degraded" and state.problem == "audio lost"
+    console = Console(record=True, width=100)
+    console.print(render(state))
+    assert "problem: audio lost" in console.export_text()
+    state.apply("emotiond/kitchen/problem", b'{"problem": false, "reason": null}')
+    assert shown_status(state) == "online"
+    state.apply("emotiond/kitchen/health", b'{"ts": "2026-01-02T10:01:00.000Z", "uptime_s": 0.4, "mqtt": {}}')
+    console = Console(record=True, width=120)
+    console.print(render(state))
+    assert "health at 10:01:00: up 0.4 s" in console.export_text()

@@ -31,10 +31,10 @@ def test_received_payloads_match_contract_and_schemas(broker, subscriber, make_s
 
     live = subscriber(broker.host, broker.port, f"{root}/#")  # retained ones arrive retained
     sink.publish_utterance(ev.utterance("sad"))  # live: not retained
-    msgs = live.wait_for(lambda ms: len({m.topic for m in ms}) == 4)
+    msgs = live.wait_for(lambda ms: len({m.topic for m in ms}) == 5)
     by = {m.topic.rsplit("/", 1)[1]: m for m in msgs}
     assert {k: m.retain for k, m in by.items()} == {
-        "status": True, "emotion": True, "health": True, "utterance": False,
+        "status": True, "problem": True, "emotion": True, "health": True, "utterance": False,
     }  # fmt: skip
     assert all(m.qos == 1 for m in msgs)
 
@@ -46,7 +46,9 @@ def test_received_payloads_match_contract_and_schemas(broker, subscriber, make_s
     assert_fields(health["mqtt"], HEALTH_MQTT_FIELDS)
     assert {"schema", "device", "ts", "status", "mqtt"} <= set(health)
     assert health["device"] == s.device_id and health["uptime_s"] == 3.5
-    for name, payload in (("emotion", emotion), ("utterance", utterance), ("health", health)):
+    assert by["problem"].json() == {"schema": 1, "device": s.device_id, "problem": False, "reason": None}
+    for name, payload in (("emotion", emotion), ("utterance", utterance), ("health", health),
+                          ("problem", by["problem"].json())):
         validator(name).validate(payload)
     for m in msgs:
         if m is not by["status"]:

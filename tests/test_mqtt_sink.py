@@ -32,28 +32,41 @@ def test_publishes_events_with_retained_flags(broker, subscriber, make_sink):
     health = sub.on(f"{root}/health")[0].json()
     assert health["mqtt"]["connected"] is True and health["uptime_s"] == 1.0
 
-    # a late subscriber sees exactly the retained ones: status, emotion, health; not utterance
+    # a late subscriber sees exactly the retained ones: status, problem, emotion, health; not utterance
     late = subscriber(broker.host, broker.port, f"{root}/#")
-    late.wait_for(lambda ms: len(ms) >= 3)
+    late.wait_for(lambda ms: len(ms) >= 4)
     got = {m.topic: m.retain for m in late.wait_for(lambda ms: True)}
-    assert got == {f"{root}/status": True, f"{root}/emotion": True, f"{root}/health": True}
+    assert got == {f"{root}/{t}": True for t in ("status", "problem", "emotion", "health")}
     st = sink.stats()
     assert st["published"] >= 4 and st["dropped_events"] == 0 and st["buffered"] == 0
 
 
-def test_degraded_status_is_retained_and_close_publishes_offline(broker, subscriber, make_sink):
+def test_degraded_is_a_problem_not_an_availability_and_close_publishes_offline(broker, subscriber, make_sink):
     s = mqtt_settings(broker)
     root = f"emotiond/{s.device_id}"
-    sub = subscriber(broker.host, broker.port, f"{root}/status")
+    sub = subscriber(broker.host, broker.port, f"{root}/#")
     sink = make_sink(s, ha=NO_HA)
-    sub.wait_topic(f"{root}/status")
-    sink.set_status("degraded")
-    sub.wait_for(lambda ms: ms[-1].text == "degraded")
+    sub.wait_topic(f"{root}/problem")
+    sink.publish_health({"status": "online", "uptime_s": 1.0})
+    for _ in range(6):  # the service retries its microphone: the same reason, again and again
+        sink.set_status("degraded", "waiting for the microphone: no input device")
+    msgs = sub.wait_for(lambda ms: any(m.topic.endswith("/problem") and m.json()["problem"] for m in ms))
+    problems = [m.json() for m in msgs if m.topic == f"{root}/problem"]
+    assert problems[0] == {"schema": 1, "device": s.device_id, "problem": False, "reason": None}
+    assert problems[-1]["reason"] == "waiting for the microphone: no input device"
+    sink.set_status("online")
+    sub.wait_topic(f"{root}/problem", count=3)
+    # status carries only what HA understands, and each value only once per change
+    assert [m.text for m in sub.on(f"{root}/status")] == ["online"]
+    assert [m.json()["problem"] for m in sub.on(f"{root}/problem")] == [False, True, False]
     sink.close(2.0)
     sub.wait_for(lambda ms: ms[-1].text == "offline")
-    late = subscriber(broker.host, broker.port, f"{root}/status")
-    msgs = late.wait_topic(f"{root}/status")
-    assert msgs[0].text == "offline" and msgs[0].retain
+    late = subscriber(broker.host, broker.port, f"{root}/#")
+    msgs = {m.topic: m for m in late.wait_for(lambda ms: len(ms) >= 3)}
+    assert msgs[f"{root}/status"].text == "offline" and msgs[f"{root}/status"].retain
+    # a clean stop leaves no retained health that still says online (issue 13, item 12)
+    assert msgs[f"{root}/health"].json()["status"] == "offline"
+    assert msgs[f"{root}/problem"].json()["problem"] is False
 
 
 def test_reconnect_republishes_status_and_retained_state(broker, subscriber, make_sink):
@@ -62,10 +75,10 @@ def test_reconnect_republishes_status_and_retained_state(broker, subscriber, mak
     sink = make_sink(s, ha=NO_HA)
     ev = EventMaker(s.device_id)
     wait_until(lambda: sink.stats()["connected"])
-    sink.set_status("degraded")
+    sink.set_status("degraded", "audio lost")
     emotion = ev.emotion("sad")
     sink.publish_emotion(emotion)
-    wait_until(lambda: sink.stats()["inflight"] == 0 and sink.stats()["published"] >= 3)
+    wait_until(lambda: sink.stats()["inflight"] == 0 and sink.stats()["published"] >= 4)
     # broker loses everything it retained (no persistence survives)
     broker.kill()
     for f in (broker.dir / "data").iterdir():
@@ -74,9 +87,11 @@ def test_reconnect_republishes_status_and_retained_state(broker, subscriber, mak
     broker.start()
     wait_until(lambda: sink.stats()["connected"], what="reconnected")
     late = subscriber(broker.host, broker.port, f"{root}/#")
-    msgs = late.wait_for(lambda ms: {m.topic for m in ms} >= {f"{root}/status", f"{root}/emotion"})
+    want = {f"{root}/status", f"{root}/emotion", f"{root}/problem"}
+    msgs = late.wait_for(lambda ms: {m.topic for m in ms} >= want)
     by_topic = {m.topic: m for m in msgs}
-    assert by_topic[f"{root}/status"].text == "degraded" and by_topic[f"{root}/status"].retain
+    assert by_topic[f"{root}/status"].text == "online" and by_topic[f"{root}/status"].retain
+    assert by_topic[f"{root}/problem"].json()["reason"] == "audio lost" and by_topic[f"{root}/problem"].retain
     assert by_topic[f"{root}/emotion"].json() == emotion and by_topic[f"{root}/emotion"].retain
     assert sink.stats()["reconnects"] == 1
 

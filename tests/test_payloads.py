@@ -59,11 +59,12 @@ def assert_private(raw: bytes) -> None:
 
 def test_topics():
     t = Topics("emotiond", "kitchen")
-    assert (t.status, t.emotion, t.utterance, t.health) == (
+    assert (t.status, t.emotion, t.utterance, t.health, t.problem) == (
         "emotiond/kitchen/status",
         "emotiond/kitchen/emotion",
         "emotiond/kitchen/utterance",
         "emotiond/kitchen/health",
+        "emotiond/kitchen/problem",
     )
 
 
@@ -91,7 +92,10 @@ def test_schemas_reject_drift():
     for broken in ({**p, "samples": [0.1, 0.2]}, {**p, "confidence": 1.5}, {**p, "ts": "yesterday"}):
         assert list(validator("emotion").iter_errors(broken)), broken
     assert list(validator("status").iter_errors("maybe"))
-    validator("status").validate("degraded")
+    assert list(validator("status").iter_errors("degraded"))  # not an availability value: see problem.json
+    validator("status").validate("online")
+    validator("problem").validate({"schema": 1, "device": "k", "problem": True, "reason": "audio lost"})
+    assert list(validator("problem").iter_errors({"schema": 1, "device": "k", "problem": "yes", "reason": None}))
 
 
 def test_privacy_check_catches_audio():

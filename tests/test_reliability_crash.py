@@ -41,7 +41,7 @@ class RecordingSink:
     def publish_health(self, p: dict[str, Any]) -> None:
         self.events.append(("health", p))
 
-    def set_status(self, s: str) -> None:
+    def set_status(self, s: str, reason: str | None = None) -> None:
         self.events.append(("status", s))
 
     def close(self, t: float) -> None:

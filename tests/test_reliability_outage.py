@@ -164,7 +164,7 @@ def check_full_delivery(name: str, path: Path, broker, subscriber, model_path: P
         assert seen["retained_emotion"][-1].json()["seq"] >= max(seen["emotions_before"])
     assert "MQTT connection to" in seen["stderr"] and "lost" in seen["stderr"]
     # what left the "device" during the whole run: the documented messages, valid, and nothing like audio
-    kinds = {"status", "emotion", "utterance", "health"}
+    kinds = {"status", "problem", "emotion", "utterance", "health"}
     for m in sub.messages:
         kind = m.topic.rsplit("/", 1)[1]
         assert m.topic.startswith(f"{root}/") and kind in kinds, m.topic

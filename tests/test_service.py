@@ -142,7 +142,7 @@ def test_lost_source_goes_degraded_then_online(speech_scene, model_path) -> None
         def publish_utterance(self, p): pass
         def publish_health(self, p): pass
         def close(self, t): pass
-        def set_status(self, s): statuses.append(s)
+        def set_status(self, s, reason=None): statuses.append(s)
 
     source = PacedSource(speech_scene[0][: SR * 3], fail_at_block=5)
     daemon = Daemon(settings, source=source)
@@ -165,9 +165,13 @@ def test_sigterm_exits_quickly_with_offline_retained(broker, subscriber, model_p
     code = proc.wait(5)
     took = time.monotonic() - t0
     assert code == 0 and took < 2.0, (code, took, proc.stderr.read())
-    late = subscriber(broker.host, broker.port, status)
+    late = subscriber(broker.host, broker.port, f"emotiond/{device}/#")
     msgs = late.wait_topic(status)
     assert msgs[-1].payload == b"offline" and msgs[-1].retain
+    # the retained health was published at start and says offline after the clean stop (issue 13, item 12)
+    health = late.wait_topic(f"emotiond/{device}/health")[-1]
+    assert health.retain and health.json()["status"] == "offline"
+    assert 0 < health.json()["rss_mb"] <= health.json()["peak_rss_mb"]
 
 
 def test_sighup_applies_a_new_threshold_without_a_gap(tmp_path: Path, speech_scene, model_path) -> None:
@@ -251,3 +255,40 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     local.write_text(unit.replace("/opt/emotiond/.venv/bin/emotiond", str(emotiond_bin)))
     proc = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_microphone_retries_report_degraded_once_with_health_on_each_change(speech_scene, model_path) -> None:
+    """Issue 14: status on change only (not per retry), health at start and on every status change."""
+    from emotiond.daemon.sources import SourceError
+
+    settings = load_settings(None, ["mqtt.enabled=false", f"model.path={model_path}", "source.wait_for_device=true",
+                                    "source.reopen_min_s=0.05", "source.reopen_max_s=0.1"], environ={})
+    calls: list[tuple] = []
+
+    class Recorder:
+        def start(self): pass
+        def publish_emotion(self, p): pass
+        def publish_utterance(self, p): pass
+        def publish_health(self, p): calls.append(("health", p["status"], p["rss_mb"], p["peak_rss_mb"]))
+        def close(self, t): pass
+        def set_status(self, s, reason=None): calls.append(("status", s, reason))
+
+    class LateMic(PacedSource):
+        def open(self) -> None:
+            self.opened += 1
+            if self.opened <= 6:
+                raise SourceError("mic: no input device matches 'usb'")
+
+    source = LateMic(speech_scene[0][: SR * 2])
+    daemon = Daemon(settings, source=source)
+    daemon.start()
+    daemon.sinks = [Recorder()]  # MQTT is off: start() built none
+    daemon.pipeline.sinks = list(daemon.sinks)
+    assert daemon.run() == 0
+    assert source.opened == 7
+    statuses = [c[1:] for c in calls if c[0] == "status"]
+    assert statuses == [("degraded", "waiting for the microphone: mic: no input device matches 'usb'"),
+                        ("online", None)]
+    health = [c for c in calls if c[0] == "health"]
+    assert [h[1] for h in health] == ["degraded", "online"]  # one per change; the first long before 60 s
+    assert all(h[2] is not None and 0 < h[2] <= h[3] for h in health)  # rss now ≤ peak
