@@ -190,7 +190,12 @@ def test_window_weights_balance_classes_and_scale_corpora(power: float) -> None:
 
     clips = [clip("big", "angry", i) for i in range(30)] + [clip("big", "sad", i) for i in range(10)]
     clips += [clip("small", "angry", i) for i in range(5)] + [clip("small", "sad", i) for i in range(5)]
-    fs = FeatureSet(np.zeros((len(clips), 1, 1), np.float16), np.arange(len(clips), dtype=np.int32), len(clips))
+    n = len(clips)
+    fs = FeatureSet(
+        x=np.zeros((n, 1, 1), np.float16), clip=np.arange(n, dtype=np.int32), n_clips=n,
+        n_frames=np.ones(n, np.int16), seg=np.arange(n, dtype=np.int32), seg_clip=np.arange(n, dtype=np.int32),
+        seg_n=np.ones(n, np.int32), seg_sum=np.zeros((n, 1)), seg_sumsq=np.zeros((n, 1)),
+    )
     w = window_weights(fs, clips, power)
     total = {(c.corpus, c.label): 0.0 for c in clips}
     for c, wi in zip(clips, w, strict=True):
