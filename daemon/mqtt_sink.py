@@ -19,10 +19,19 @@ Delivery rules
 * On every (re)connect: the current status (``online``/``degraded``) retained,
   Home Assistant discovery, the last health and the last emotion state (unless a
   newer one is still buffered), then the buffer in order. Last Will: ``offline``.
+* A reload that replaces the sink hands its undelivered events to the new one
+  (:meth:`MqttSink.inherit`), so changing a broker setting loses nothing.
+
+Hostile-network rules (see :mod:`.mqtt_guard`): an exception in a paho callback
+is logged once and answered with a reconnect instead of killing paho's thread;
+incoming messages are capped (MQTT 5 ``Maximum Packet Size``) and larger ones
+dropped and counted; a broker that takes our session over again and again (two
+daemons with one client id) is named in one log line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -37,6 +46,7 @@ import paho.mqtt.client as mqtt
 
 from .config import HomeAssistantSettings, MqttSettings
 from .homeassistant import discovery_messages, ha_status_topic, removal_messages
+from .mqtt_guard import MAX_INCOMING_BYTES, CallbackGuard, TakeoverDetector, connect_properties, describe_disconnect
 from .payloads import SCHEMA_VERSION, STATUS_OFFLINE, STATUS_ONLINE, Topics, iso_utc
 
 log = logging.getLogger(__name__)
@@ -78,8 +88,10 @@ class MqttSink:
         topics: Topics,
         labels: tuple[str, ...] = (),
         homeassistant: HomeAssistantSettings | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.settings = settings
+        self.client_id = client_id or settings.client_id or f"emotiond-{topics.device}"
         self.topics = topics
         self.labels = tuple(labels)
         self.ha = homeassistant or HomeAssistantSettings()
@@ -119,6 +131,12 @@ class MqttSink:
         self._client: mqtt.Client | None = None
         self._sender: threading.Thread | None = None
         self._password = password
+        self._v5 = settings.protocol == "5"
+        self._guard = CallbackGuard(self.where, self._connection_broken)
+        self._takeovers = TakeoverDetector()
+        self._dropped_incoming = 0
+        self._handing_over = False
+        self.undelivered: list[_Msg] = []  # after close(): what never reached the broker, oldest first
 
     # ------------------------------------------------------------------ setup
 
@@ -126,9 +144,9 @@ class MqttSink:
         s = self.settings
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=s.client_id or f"emotiond-{self.topics.device}",
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
+            client_id=self.client_id,
+            clean_session=None if self._v5 else True,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
         )
         if s.username is not None:
             client.username_pw_set(s.username, self._password)
@@ -143,12 +161,25 @@ class MqttSink:
         client.will_set(self.topics.status, STATUS_OFFLINE, qos=self.qos, retain=True)
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(0)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
+        guard = self._guard
+        client.on_connect = guard.wrap(self._on_connect)
+        client.on_connect_fail = guard.wrap(self._on_connect_fail)
+        client.on_disconnect = guard.wrap(self._on_disconnect)
+        client.on_publish = guard.wrap(self._on_publish)
+        client.on_message = guard.wrap(self._on_message)
         return client
+
+    def validate(self) -> None:
+        """Build (and drop) a client: raises OSError/ValueError for unreadable TLS files, before anything changes."""
+        self._make_client()
+
+    def _connection_broken(self) -> None:
+        """After an exception in a callback: close the socket so paho's own reconnect takes over."""
+        client = self._client
+        sock = client.socket() if client is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def start(self) -> None:
         if self._client is not None:
@@ -168,7 +199,9 @@ class MqttSink:
         self._sender = threading.Thread(target=self._run_sender, name="mqtt-sender", daemon=True)
         self._sender.start()
         self._client.connect_async(
-            self.settings.host, self.settings.port, self.settings.keepalive_s
+            self.settings.host, self.settings.port, self.settings.keepalive_s,
+            clean_start=True if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=connect_properties() if self._v5 else None,
         )
         self._client.loop_start()
         log.info("MQTT connecting to %s as %s", self.where, self.topics.root)
@@ -216,7 +249,26 @@ class MqttSink:
         self._connected = False
         self._ready = False
         answered, self._connack_seen = self._connack_seen, False
-        if not was and not answered and not self._closing:
+        if self._closing:
+            return
+        if self._takeovers.taken_over(reason_code):
+            if self._takeovers.should_warn():
+                log.error(
+                    "MQTT: the broker at %s keeps handing client id %r to another client: another emotiond "
+                    "uses the same device id (%s)? Give each device its own mqtt.device_id or mqtt.client_id",
+                    self.where, self.client_id, self.topics.device,
+                )  # fmt: skip
+            return
+        special = describe_disconnect(reason_code, was, self.settings.keepalive_s)
+        if special is not None:
+            if was:
+                log.warning("MQTT connection to %s lost: %s; buffering up to %d events",
+                            self.where, special, self.settings.buffer_size)
+            else:
+                self._connect_failures += 1  # a CONNECT was sent and never answered
+                self._log_failure(special)
+            return
+        if not was and not answered:
             # Closed before CONNACK: the TCP connect worked but TLS or CONNECT did not,
             # e.g. a broker with `require_certificate true` and no client certificate here.
             self._connect_failures += 1
@@ -225,7 +277,7 @@ class MqttSink:
                 "if it requires client certificates, set mqtt.tls.cert_file and mqtt.tls.key_file"
             )
             return
-        if was and not self._closing:
+        if was:
             log.warning(
                 "MQTT connection to %s lost (%s); buffering up to %d events",
                 self.where, reason_code, self.settings.buffer_size,
@@ -242,6 +294,11 @@ class MqttSink:
                     self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:
+        if len(msg.payload) > MAX_INCOMING_BYTES:  # only reached with MQTT 3.1.1 (5 caps it at the broker)
+            self._dropped_incoming += 1
+            log.warning("MQTT: dropped a %d-byte message on %s (limit %d bytes)", len(msg.payload),
+                        msg.topic, MAX_INCOMING_BYTES)
+            return
         if msg.topic == ha_status_topic(self.ha.prefix) and msg.payload == b"online":
             self._discovery_pending = True
             self._wake.set()
@@ -397,10 +454,47 @@ class MqttSink:
             "inflight": inflight,
             "reconnects": self._reconnects,
             "connect_failures": self._connect_failures,
+            "dropped_incoming": self._dropped_incoming,
         }
 
-    def close(self, timeout_s: float) -> None:
-        """Flush what can be, publish ``offline`` retained, disconnect: at most ``timeout_s``."""
+    # ------------------------------------------------------------------ reload hand-over
+
+    def inherit(self, old: MqttSink) -> None:
+        """Take over a closed sink's undelivered events and counters (a reload that changed MQTT settings).
+
+        Call before :meth:`start`. Events go out first, oldest first, when the
+        new connection is ready; if the new ``buffer_size`` is smaller, the
+        oldest are dropped and counted like any buffer overflow.
+        """
+        with self._lock:
+            pending = [*old.undelivered, *self._buffer]
+            self._buffer.clear()
+            for msg in pending:
+                if len(self._buffer) == self._buffer.maxlen:
+                    self._dropped += 1
+                    self._dropped_this_outage += 1
+                self._buffer.append(msg)
+            self._dropped += old._dropped
+            self._published += old._published
+            self._reconnects += old._reconnects
+            self._connect_failures += old._connect_failures
+            self._dropped_incoming += old._dropped_incoming
+            self._last_emotion = old._last_emotion
+            self._last_health = old._last_health
+        lost = len(pending) - len(self._buffer)
+        if lost:
+            log.warning("MQTT: %d events dropped at the reload: the new buffer_size is %d",
+                        lost, self.settings.buffer_size)
+        elif pending:
+            log.info("MQTT: %d undelivered events carried over to the new connection", len(pending))
+
+    def close(self, timeout_s: float, handing_over: bool = False) -> None:
+        """Flush what can be, publish ``offline`` retained, disconnect: at most ``timeout_s``.
+
+        ``handing_over``: a reload replaces this sink; what is not delivered is
+        left in :attr:`undelivered` for :meth:`inherit` instead of being reported lost.
+        """
+        self._handing_over = handing_over
         client = self._client
         if client is None:
             return
@@ -427,11 +521,14 @@ class MqttSink:
                     info.wait_for_publish(timeout=max(0.05, deadline - time.monotonic()))
                 except (RuntimeError, ValueError):
                     pass
-            lost = len(self._buffer) + len(self._outbox)
+            with self._ack_lock:
+                unacked = list(self._outbox.values())  # insertion order = the order they were sent
+            self.undelivered = [*unacked, *self._buffer]
+            lost = len(self.undelivered)
         client.disconnect()
         client.loop_stop()
         self._connected = False
         self._ready = False
-        if lost:
+        if lost and not self._handing_over:
             log.warning("MQTT closed with %d events not delivered to %s", lost, self.where)
         self._client = None
