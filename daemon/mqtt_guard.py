@@ -5,10 +5,11 @@ Small, independent helpers so :mod:`.mqtt_sink` only wires them in:
 * :class:`CallbackGuard`: paho re-raises an exception from a callback and its
   network thread dies with it; the sink would then believe it is connected
   forever. The guard catches it, logs it once, and asks for a reconnect.
-* :class:`TakeoverDetector`: an MQTT 5 broker disconnects a client with reason
-  *Session taken over* (0x8E) when another client connects with the same id.
-  Two daemons with one id do this to each other every few seconds; a loop is
-  named in one log line.
+* :class:`TakeoverDetector`: when another client connects with our client id,
+  the broker closes our connection (MQTT 5 brokers may say *Session taken
+  over*, 0x8E; Mosquitto 2.0 just closes the socket). Two daemons with one id
+  do this to each other every few seconds. Connections that the broker drops
+  within seconds of accepting them, again and again, are named in one log line.
 * :func:`connect_properties`: MQTT 5 ``Maximum Packet Size``, so the broker
   never sends us a message bigger than we accept (a 200 MB message on
   ``homeassistant/status`` would otherwise be read into memory in full).
@@ -32,8 +33,9 @@ MAX_INCOMING_BYTES = 64 * 1024  # payload of any message we accept (we only read
 PACKET_OVERHEAD = 4096  # fixed header, topic (≤ 1 KiB by config validation), properties
 SESSION_TAKEN_OVER = 0x8E
 KEEPALIVE_TIMEOUT = 0x8D
-TAKEOVER_WINDOW_S = 120.0
-TAKEOVERS_FOR_LOOP = 2
+TAKEOVER_WINDOW_S = 60.0
+TAKEOVERS_FOR_LOOP = 3
+SHORT_LIVED_S = 10.0  # a connection the broker drops sooner than this, repeatedly, is suspect
 TAKEOVER_QUIET_S = 600.0  # warn again only after this long without a takeover
 
 
@@ -94,7 +96,7 @@ class CallbackGuard:
 
 
 class TakeoverDetector:
-    """Counts *Session taken over* disconnects; says when they form a loop worth one log line."""
+    """Counts takeovers (0x8E, or short-lived connections the broker dropped); says when they form a loop."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -102,9 +104,11 @@ class TakeoverDetector:
         self._warned_at: float | None = None
         self.count = 0
 
-    def taken_over(self, reason_code: Any) -> bool:
-        """Record a disconnect; True when the broker gave our session to another client."""
-        if _code(reason_code) != SESSION_TAKEN_OVER:
+    def taken_over(self, reason_code: Any, lived_s: float | None) -> bool:
+        """Record a disconnect of a connection that lived ``lived_s``; True when it looks like a takeover."""
+        code = _code(reason_code)
+        short = lived_s is not None and lived_s < SHORT_LIVED_S and code not in (0, KEEPALIVE_TIMEOUT)
+        if code != SESSION_TAKEN_OVER and not short:
             return False
         now = self._clock()
         if self._times and now - self._times[-1] > TAKEOVER_QUIET_S:
@@ -114,10 +118,15 @@ class TakeoverDetector:
         return True
 
     def should_warn(self) -> bool:
-        """True once per episode: the second takeover within ``TAKEOVER_WINDOW_S``."""
+        """True once per episode: ``TAKEOVERS_FOR_LOOP`` takeovers within ``TAKEOVER_WINDOW_S``."""
         if self._warned_at is not None or len(self._times) < TAKEOVERS_FOR_LOOP:
             return False
         if self._times[-1] - self._times[0] > TAKEOVER_WINDOW_S:
             return False
         self._warned_at = self._times[-1]
         return True
+
+    @property
+    def in_loop(self) -> bool:
+        """A loop was reported and has not calmed down since."""
+        return self._warned_at is not None

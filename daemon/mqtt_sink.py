@@ -134,6 +134,7 @@ class MqttSink:
         self._v5 = settings.protocol == "5"
         self._guard = CallbackGuard(self.where, self._connection_broken)
         self._takeovers = TakeoverDetector()
+        self._connected_at = 0.0
         self._dropped_incoming = 0
         self._handing_over = False
         self.undelivered: list[_Msg] = []  # after close(): what never reached the broker, oldest first
@@ -224,6 +225,7 @@ class MqttSink:
             self._reconnects += 1
         self._ever_connected = True
         self._last_error = None
+        self._connected_at = time.monotonic()
         self._connected = True
         self._session_pending = True
         if self.ha.discovery:
@@ -251,14 +253,18 @@ class MqttSink:
         answered, self._connack_seen = self._connack_seen, False
         if self._closing:
             return
-        if self._takeovers.taken_over(reason_code):
+        lived = time.monotonic() - self._connected_at if was else None
+        if self._takeovers.taken_over(reason_code, lived):
             if self._takeovers.should_warn():
                 log.error(
-                    "MQTT: the broker at %s keeps handing client id %r to another client: another emotiond "
-                    "uses the same device id (%s)? Give each device its own mqtt.device_id or mqtt.client_id",
+                    "MQTT: the broker at %s keeps dropping our connection right after accepting it: another "
+                    "client uses client id %r, most likely another emotiond uses the same device id (%s); give "
+                    "each device its own mqtt.device_id (or mqtt.client_id)",
                     self.where, self.client_id, self.topics.device,
                 )  # fmt: skip
-            return
+            if self._takeovers.in_loop:
+                log.debug("MQTT connection to %s taken over again (%s)", self.where, reason_code)
+                return
         special = describe_disconnect(reason_code, was, self.settings.keepalive_s)
         if special is not None:
             if was:
