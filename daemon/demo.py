@@ -65,6 +65,15 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+def _running(pid: int) -> bool:
+    """A process that exists and is not a zombie (an orphan nobody reaped yet is gone for our purposes)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def _is_our_broker(pid: int, conf: Path) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -93,7 +102,7 @@ def stop_stale_brokers(tmp_root: Path | None = None) -> int:
                 os.kill(pid, signal.SIGTERM)
                 stopped += 1
                 log.info("demo: stopped a private broker (pid %d) left by an earlier run", pid)
-        elif pid > 0 and Path(f"/proc/{pid}").exists():
+        elif pid > 0 and _running(pid):
             continue  # a live process that is not our broker: leave its folder alone
         shutil.rmtree(folder, ignore_errors=True)
     return stopped
@@ -117,7 +126,10 @@ def private_broker(tmp_root: Path | None = None) -> Iterator[int | None]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix=STALE_PREFIX, dir=tmp_root) as tmp:
         conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # As root, Mosquitto would switch to user 'mosquitto', and a change of user clears
+        # PR_SET_PDEATHSIG; the demo is already root then, and the broker is loopback-only.
+        stay = "user root\n" if os.geteuid() == 0 else ""
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{stay}")
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 preexec_fn=_die_with_parent())
         (Path(tmp) / "broker.pid").write_text(f"{proc.pid}\n")
