@@ -320,14 +320,18 @@ def test_installation_id_from_machine_id_else_kept_in_the_state_dir(tmp_path, ca
 
 # ----------------------------------------------------------------------------- 6: big incoming messages
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) pytest process.
 _RSS_SCRIPT = """
-import json, resource, sys, time
+import json, sys, time
+def hwm_mb():
+    line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 from emotiond.daemon.config import HomeAssistantSettings, MqttSettings
 from emotiond.daemon.mqtt_sink import MqttSink
 from emotiond.daemon.payloads import Topics
 host, port, prefix, protocol = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 s = MqttSettings(host=host, port=port, device_id="big", protocol=protocol, reconnect_min_s=0.1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+before = hwm_mb()
 sink = MqttSink(s, None, Topics(s.base_topic, s.device()), ("a", "b"), HomeAssistantSettings(prefix=prefix))
 sink.start()
 deadline = time.monotonic() + 10
@@ -336,7 +340,7 @@ while not sink.stats()["connected"] and time.monotonic() < deadline:
 time.sleep(3)
 stats = sink.stats()
 sink.close(1)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = hwm_mb()
 print(json.dumps({"before_mb": before, "peak_mb": peak, "stats": stats}))
 """
 
@@ -406,3 +410,84 @@ def test_a_stalled_stdin_pipe_makes_the_status_degraded(broker, subscriber, daem
     d.feeding.set()
     sub.wait_for(lambda ms: ms[-1].text == "online", timeout=10)
     assert d.stop() == 0
+
+
+# ----------------------------------------------------------------------------- 7: stdin and stdout that are not there
+
+
+def test_closed_stdin_is_one_line_and_exit_66(model_path) -> None:
+    """Defect 7: `emotiond run --input - <&-` ended with a traceback and rc 1."""
+    proc = subprocess.run([sys.executable, "-m", "emotiond", "run", "--input", "-", "--set", "mqtt.enabled=false",
+                           "--set", f"model.path={model_path}"],
+                          capture_output=True, timeout=60, cwd=ROOT, preexec_fn=lambda: os.close(0))
+    err = proc.stderr.decode().strip()
+    assert proc.returncode == 66, err
+    assert len(err.splitlines()) == 1 and "standard input is closed" in err and "Traceback" not in err, err
+
+
+def test_stdout_on_a_full_disk_disables_the_stdout_sink_with_one_line(speech_wav, model_path) -> None:
+    """Defect 7: `--stdout >/dev/full` logged one traceback per event."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "emotiond", "run", "--input", str(speech_wav), "--fast",
+                               "--stdout", "--set", "mqtt.enabled=false", "--set", f"model.path={model_path}"],
+                              stdout=full, stderr=subprocess.PIPE, timeout=120, cwd=ROOT)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err[-2000:]
+    assert err.count("stdout sink disabled") == 1 and "No space left on device" in err, err[-2000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+
+
+# ----------------------------------------------------------------------------- 10: the demo's private broker
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+    return "Z" not in state.split()[1]
+
+
+@pytest.mark.slow
+def test_the_demo_broker_dies_with_a_killed_daemon_and_leftovers_are_cleaned(tmp_path, model_path) -> None:
+    """Defect 10: `run --demo` killed with SIGKILL left its Mosquitto running, and its temp directory."""
+    from emotiond.daemon.demo import STALE_PREFIX, free_port, stop_stale_brokers
+
+    from tests.fixtures_broker import _mosquitto
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "emotiond", "run", "--demo", "--set", "mqtt.host=127.0.0.1",
+                             "--set", f"mqtt.port={free_port()}", "--set", f"model.path={model_path}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    try:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            if b"started a private broker" in raw:
+                break
+        folders = list(tmp_path.glob(f"{STALE_PREFIX}*"))
+        assert len(folders) == 1
+        pid = int((folders[0] / "broker.pid").read_text())
+        assert _alive(pid)
+        proc.kill()
+        proc.wait(5)
+        wait_until(lambda: not _alive(pid), timeout=5, what="the private broker gone with its daemon")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert folders[0].exists()  # SIGKILL leaves the folder: the next run removes it
+    assert stop_stale_brokers(tmp_path) == 0 and not folders[0].exists()
+
+    # a broker that outlived an older daemon (no death signal) is found and stopped
+    stale = tmp_path / f"{STALE_PREFIX}old"
+    stale.mkdir()
+    conf = stale / "mosquitto.conf"
+    conf.write_text(f"listener {free_port()} 127.0.0.1\nallow_anonymous true\n")
+    orphan = subprocess.Popen([_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        (stale / "broker.pid").write_text(f"{orphan.pid}\n")
+        time.sleep(0.3)
+        assert stop_stale_brokers(tmp_path) == 1
+        assert orphan.wait(5) is not None and not stale.exists()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
