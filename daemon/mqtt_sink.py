@@ -135,6 +135,8 @@ class MqttSink:
         self._guard = CallbackGuard(self.where, self._connection_broken)
         self._takeovers = TakeoverDetector()
         self._connected_at = 0.0
+        self._forced_reconnect = False
+        self._attempting = False  # a connect attempt started (on_pre_connect) and has not ended yet
         self._dropped_incoming = 0
         self._handing_over = False
         self.undelivered: list[_Msg] = []  # after close(): what never reached the broker, oldest first
@@ -163,6 +165,7 @@ class MqttSink:
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(0)
         guard = self._guard
+        client.on_pre_connect = guard.wrap(self._on_pre_connect)
         client.on_connect = guard.wrap(self._on_connect)
         client.on_connect_fail = guard.wrap(self._on_connect_fail)
         client.on_disconnect = guard.wrap(self._on_disconnect)
@@ -176,6 +179,7 @@ class MqttSink:
 
     def _connection_broken(self) -> None:
         """After an exception in a callback: close the socket so paho's own reconnect takes over."""
+        self._forced_reconnect = True  # our own doing: not a takeover, and already logged by the guard
         client = self._client
         sock = client.socket() if client is not None else None
         if sock is not None:
@@ -209,6 +213,9 @@ class MqttSink:
 
     # ------------------------------------------------ paho callbacks (network thread)
 
+    def _on_pre_connect(self, client, userdata) -> None:
+        self._attempting = True
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connack_seen = True
         if reason_code.is_failure:
@@ -235,6 +242,7 @@ class MqttSink:
 
     def _on_connect_fail(self, client, userdata) -> None:
         exc = sys.exc_info()[1]  # paho calls this inside its `except OSError:` block
+        self._attempting = False
         self._connect_failures += 1
         self._log_failure(describe_error(exc) if exc else "connection failed")
 
@@ -251,7 +259,17 @@ class MqttSink:
         self._connected = False
         self._ready = False
         answered, self._connack_seen = self._connack_seen, False
+        forced, self._forced_reconnect = self._forced_reconnect, False
+        attempting, self._attempting = self._attempting, False
         if self._closing:
+            return
+        if not was and not attempting:
+            # paho reports a keepalive timeout twice (_check_keepalive, then loop_misc's ping check):
+            # the second call is no connect attempt and must not be counted or explained as one
+            log.debug("MQTT: repeated disconnect report (%s) ignored", reason_code)
+            return
+        if forced:
+            log.debug("MQTT connection to %s closed after a callback error; reconnecting", self.where)
             return
         lived = time.monotonic() - self._connected_at if was else None
         if self._takeovers.taken_over(reason_code, lived):
