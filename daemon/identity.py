@@ -32,7 +32,12 @@ def default_state_dir() -> Path:
     """``$STATE_DIRECTORY`` (systemd), else the XDG state directory."""
     if os.environ.get("STATE_DIRECTORY"):
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = os.environ.get("XDG_STATE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".local" / "state")
+        except (RuntimeError, KeyError):  # no home at all (a dynamic user without $HOME)
+            base = "/var/lib"
     return Path(base) / "emotiond"
 
 

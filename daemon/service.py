@@ -481,6 +481,8 @@ class Daemon:
                     sink.close(1.0)
             except Exception:  # an old sink must not stop the new ones
                 log.exception("closing %s failed", type(sink).__name__)
+        if heir is not None and self._status != STATUS_ONLINE:
+            heir.set_status(self._status)  # a degraded daemon stays degraded on the new connection
         self.sinks = new_sinks
         for sink in self.sinks:
             sink.start()

@@ -212,6 +212,7 @@ def test_reload_of_mqtt_settings_hands_the_offline_buffer_over(broker, subscribe
         for payload in sent:
             sink.publish_utterance(payload)
         write_config(cfg, broker, device, keepalive_s=7, buffer_size=new_buffer)
+        daemon._degraded("audio lost (test)")
         with caplog.at_level(logging.INFO):
             daemon.reload()
         assert "events not delivered" not in caplog.text
@@ -223,6 +224,7 @@ def test_reload_of_mqtt_settings_hands_the_offline_buffer_over(broker, subscribe
         got = [m.json()["seq"] for m in sub.on(f"{root}/utterance")]
         assert got == [p["seq"] for p in sent][-arrive:], got
         assert len(msgs) == arrive and new.stats()["dropped_events"] == dropped
+        assert new._status == "degraded"  # the new connection does not claim 'online' for a degraded daemon
     finally:
         daemon.shutdown()
 
