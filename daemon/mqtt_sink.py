@@ -320,8 +320,9 @@ class MqttSink:
     def _on_message(self, client, userdata, msg) -> None:
         if len(msg.payload) > MAX_INCOMING_BYTES:  # only reached with MQTT 3.1.1 (5 caps it at the broker)
             self._dropped_incoming += 1
-            log.warning("MQTT: dropped a %d-byte message on %s (limit %d bytes)", len(msg.payload),
-                        msg.topic, MAX_INCOMING_BYTES)
+            log.log(logging.WARNING if self._dropped_incoming == 1 else logging.DEBUG,
+                    "MQTT: dropped a %d-byte message on %s (limit %d bytes; counted in dropped_incoming)",
+                    len(msg.payload), msg.topic, MAX_INCOMING_BYTES)
             return
         if msg.topic == ha_status_topic(self.ha.prefix) and msg.payload == b"online":
             self._discovery_pending = True
