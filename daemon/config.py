@@ -2,8 +2,10 @@
 
 Sources, in rising precedence: the YAML file, ``EMOTIOND_<SECTION>__<KEY>``
 environment variables, ``--set section.key=value`` arguments. Values from the
-environment and ``--set`` are parsed as YAML scalars, so ``true``, ``3`` and
-``null`` mean what they say.
+environment and ``--set`` are taken verbatim for string fields (a password
+``correct horse #1`` or ``null`` is that text, not a YAML comment or "unset") and
+parsed as YAML scalars for typed fields, so ``true``, ``3`` and ``null`` mean
+what they say there.
 
 Merging is done here rather than with pydantic-settings because two things
 matter more than saving forty lines: every error must name the key *and* the
@@ -13,8 +15,11 @@ training data path ``EMOTIOND_DATA``) must not be mistaken for settings.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from ..dsp.denoise import GateParams
 from ..dsp.smoother import SmootherParams
 from ..dsp.vad import VadParams
+from .mqtt_topics import MAX_ID_BYTES, MAX_PREFIX_BYTES, check_topic_part, check_utf8_text
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "EMOTIOND_"
 DEFAULT_CONFIG_PATHS = (Path("/etc/emotiond/config.yaml"),)
@@ -57,6 +65,7 @@ class SourceSettings(_Section):
     buffer_s: float = Field(5.0, ge=0.5, le=120.0, description="ring buffer between capture and processing")
     realtime: bool = Field(True, description="pace file input in real time (false = as fast as possible)")
     speed: float = Field(1.0, ge=0.1, le=1000, description="pace file input at this multiple of real time")
+    stall_s: float = Field(5.0, ge=0.5, le=600, description="a live input without audio this long: degraded")
     wait_for_device: bool = Field(False, description="wait for a missing microphone instead of exiting 66")
     reopen_min_s: float = Field(1.0, gt=0, le=60, description="first retry delay after a device is lost")
     reopen_max_s: float = Field(30.0, gt=0, le=600, description="longest retry delay")
@@ -169,7 +178,8 @@ class MqttSettings(_Section):
     port: int = Field(1883, ge=1, le=65535, description="broker port")
     base_topic: str = Field("emotiond", min_length=1, description="{base} in {base}/{device}/…")
     device_id: str | None = Field(None, description="{device}; null = host name")
-    client_id: str | None = Field(None, description="null = emotiond-{device}")
+    client_id: str | None = Field(None, description="null = emotiond-{device}-{id of this installation}")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT version; 3.1.1 only for brokers without 5")
     qos: Literal[0, 1, 2] = Field(1, description="QoS of every publish")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
     username: str | None = Field(None, description="broker user")
@@ -180,13 +190,29 @@ class MqttSettings(_Section):
     reconnect_min_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay")
     reconnect_max_s: float = Field(60.0, gt=0, le=3600, description="longest reconnect delay")
     health_interval_s: float = Field(60.0, ge=1, le=86400, description="period of the retained health message")
+    state_dir: Path | None = Field(
+        None, description="keeps the installation id; null = $STATE_DIRECTORY, else ~/.local/state/emotiond"
+    )
 
-    @field_validator("base_topic", "device_id")
+    @field_validator("protocol", mode="before")
     @classmethod
-    def _topic_level(cls, v: str | None) -> str | None:
-        if v is not None and any(c in v for c in "#+\0"):
-            raise ValueError("must not contain MQTT wildcards '#', '+' or NUL")
-        return v
+    def _protocol_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    @field_validator("base_topic")
+    @classmethod
+    def _base_topic(cls, v: str) -> str:
+        return check_topic_part(v, MAX_PREFIX_BYTES, first_level=True)
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, v: str | None) -> str | None:
+        return None if v is None else check_topic_part(v, MAX_ID_BYTES, first_level=False)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str | None) -> str | None:
+        return None if v is None else check_utf8_text(v, MAX_ID_BYTES)
 
     @model_validator(mode="after")
     def _password_source(self) -> MqttSettings:
@@ -212,6 +238,11 @@ class HomeAssistantSettings(_Section):
         1.0, ge=0, le=10,
         description="after the first discovery, hold events this long so HA subscribes before the first one",
     )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return check_topic_part(v, MAX_PREFIX_BYTES, first_level=True)
 
 
 class StdoutSettings(_Section):
@@ -275,6 +306,39 @@ def _scalar(text: str, origin: str) -> Any:
     return value
 
 
+_TEXT_TYPES = (str, SecretStr, Path)
+
+
+def _annotation(dotted: str) -> Any:
+    """The type annotation of the setting at ``dotted`` (``mqtt.tls.ca_file``), or None if there is none."""
+    model: Any = Settings
+    annotation: Any = None
+    for key in (k for k in dotted.split(".") if k):
+        fields = getattr(model, "model_fields", None)
+        if not fields or key not in fields:
+            return None
+        annotation = fields[key].annotation
+        model = annotation
+    return annotation
+
+
+def _is_text_field(annotation: Any) -> bool:
+    """True for ``str``/``SecretStr``/``Path`` fields (optionally ``| None``): their values are taken verbatim."""
+    if annotation is None:
+        return False
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    args = tuple(a for a in args if a is not type(None))
+    return bool(args) and all(isinstance(a, type) and issubclass(a, _TEXT_TYPES) for a in args)
+
+
+def override_value(dotted: str, raw: str, origin: str) -> Any:
+    """An environment or ``--set`` value: verbatim for a text field, a YAML scalar for a typed one."""
+    if _is_text_field(_annotation(dotted)):
+        return raw
+    return _scalar(raw, origin)
+
+
 def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
     """``(dotted_key, raw_value, origin)`` for every ``EMOTIOND_SECTION__KEY`` variable."""
     out = []
@@ -285,7 +349,8 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    """The file's mapping of sections; None for a file with no settings at all (empty or only comments)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -300,7 +365,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     if data is None:
-        return {}
+        return None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, not {type(data).__name__}")
     return data
@@ -322,22 +387,36 @@ def load_settings(
     path: Path | None = None,
     overrides: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
+    allow_empty: bool = True,
 ) -> Settings:
-    """Read, merge and validate the configuration, or raise one-line ``ConfigError``."""
+    """Read, merge and validate the configuration, or raise one-line ``ConfigError``.
+
+    An empty config file is almost always a mistake (a truncated write, a wrong
+    path), so it is refused when ``allow_empty`` is false (a reload, where it
+    would silently reset a working setup to localhost defaults) and announced
+    with a warning otherwise.
+    """
     environ = os.environ if environ is None else environ
     if path is None:
         path = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
-    tree = _read_yaml(path) if path is not None else {}
+    tree: dict[str, Any] = {}
+    if path is not None:
+        read = _read_yaml(path)
+        if read is None:
+            if not allow_empty:
+                raise ConfigError(f"{path}: the config file is empty (no settings); refusing to reset to the defaults")
+            log.warning("%s: the config file is empty; every setting has its default", path)
+        tree = read or {}
     origins: dict[str, str] = {}
     for dotted, raw, origin in env_overrides(environ):
-        _set_path(tree, dotted, _scalar(raw, origin), origin)
+        _set_path(tree, dotted, override_value(dotted, raw, origin), origin)
         origins[dotted] = origin
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected section.key=value")
         dotted, raw = item.split("=", 1)
         origin = f"--set {dotted}"
-        _set_path(tree, dotted.strip(), _scalar(raw, origin), origin)
+        _set_path(tree, dotted.strip(), override_value(dotted.strip(), raw, origin), origin)
         origins[dotted.strip()] = origin
     try:
         return Settings.model_validate(tree)

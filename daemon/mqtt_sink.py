@@ -24,10 +24,19 @@ Delivery rules
 * After the first discovery of this sink, events wait ``homeassistant.discovery_delay_s``
   in the buffer, so HA has subscribed to a device it has never seen before the
   first utterance arrives (with ``--fast`` it otherwise came too early).
+* A reload that replaces the sink hands its undelivered events to the new one
+  (:meth:`MqttSink.inherit`), so changing a broker setting loses nothing.
+
+Hostile-network rules (see :mod:`.mqtt_guard`): an exception in a paho callback
+is logged once and answered with a reconnect instead of killing paho's thread;
+incoming messages are capped (MQTT 5 ``Maximum Packet Size``) and larger ones
+dropped and counted; a broker that takes our session over again and again (two
+daemons with one client id) is named in one log line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -42,6 +51,7 @@ import paho.mqtt.client as mqtt
 
 from .config import HomeAssistantSettings, MqttSettings
 from .homeassistant import discovery_messages, ha_status_topic, removal_messages
+from .mqtt_guard import MAX_INCOMING_BYTES, CallbackGuard, TakeoverDetector, connect_properties, describe_disconnect
 from .payloads import SCHEMA_VERSION, STATUS_DEGRADED, STATUS_OFFLINE, STATUS_ONLINE, Topics, iso_utc
 
 log = logging.getLogger(__name__)
@@ -83,8 +93,10 @@ class MqttSink:
         topics: Topics,
         labels: tuple[str, ...] = (),
         homeassistant: HomeAssistantSettings | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.settings = settings
+        self.client_id = client_id or settings.client_id or f"emotiond-{topics.device}"
         self.topics = topics
         self.labels = tuple(labels)
         self.ha = homeassistant or HomeAssistantSettings()
@@ -128,6 +140,15 @@ class MqttSink:
         self._client: mqtt.Client | None = None
         self._sender: threading.Thread | None = None
         self._password = password
+        self._v5 = settings.protocol == "5"
+        self._guard = CallbackGuard(self.where, self._connection_broken)
+        self._takeovers = TakeoverDetector()
+        self._connected_at = 0.0
+        self._forced_reconnect = False
+        self._attempting = False  # a connect attempt started (on_pre_connect) and has not ended yet
+        self._dropped_incoming = 0
+        self._handing_over = False
+        self.undelivered: list[_Msg] = []  # after close(): what never reached the broker, oldest first
 
     # ------------------------------------------------------------------ setup
 
@@ -135,9 +156,9 @@ class MqttSink:
         s = self.settings
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=s.client_id or f"emotiond-{self.topics.device}",
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
+            client_id=self.client_id,
+            clean_session=None if self._v5 else True,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
         )
         if s.username is not None:
             client.username_pw_set(s.username, self._password)
@@ -152,12 +173,27 @@ class MqttSink:
         client.will_set(self.topics.status, STATUS_OFFLINE, qos=self.qos, retain=True)
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(0)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
+        guard = self._guard
+        client.on_pre_connect = guard.wrap(self._on_pre_connect)
+        client.on_connect = guard.wrap(self._on_connect)
+        client.on_connect_fail = guard.wrap(self._on_connect_fail)
+        client.on_disconnect = guard.wrap(self._on_disconnect)
+        client.on_publish = guard.wrap(self._on_publish)
+        client.on_message = guard.wrap(self._on_message)
         return client
+
+    def validate(self) -> None:
+        """Build (and drop) a client: raises OSError/ValueError for unreadable TLS files, before anything changes."""
+        self._make_client()
+
+    def _connection_broken(self) -> None:
+        """After an exception in a callback: close the socket so paho's own reconnect takes over."""
+        self._forced_reconnect = True  # our own doing: not a takeover, and already logged by the guard
+        client = self._client
+        sock = client.socket() if client is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def start(self) -> None:
         if self._client is not None:
@@ -177,12 +213,17 @@ class MqttSink:
         self._sender = threading.Thread(target=self._run_sender, name="mqtt-sender", daemon=True)
         self._sender.start()
         self._client.connect_async(
-            self.settings.host, self.settings.port, self.settings.keepalive_s
+            self.settings.host, self.settings.port, self.settings.keepalive_s,
+            clean_start=True if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=connect_properties() if self._v5 else None,
         )
         self._client.loop_start()
         log.info("MQTT connecting to %s as %s", self.where, self.topics.root)
 
     # ------------------------------------------------ paho callbacks (network thread)
+
+    def _on_pre_connect(self, client, userdata) -> None:
+        self._attempting = True
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connack_seen = True
@@ -200,6 +241,7 @@ class MqttSink:
             self._reconnects += 1
         self._ever_connected = True
         self._last_error = None
+        self._connected_at = time.monotonic()
         self._connected = True
         self._session_pending = True
         if self.ha.discovery:
@@ -209,6 +251,7 @@ class MqttSink:
 
     def _on_connect_fail(self, client, userdata) -> None:
         exc = sys.exc_info()[1]  # paho calls this inside its `except OSError:` block
+        self._attempting = False
         self._connect_failures += 1
         self._log_failure(describe_error(exc) if exc else "connection failed")
 
@@ -225,7 +268,40 @@ class MqttSink:
         self._connected = False
         self._ready = False
         answered, self._connack_seen = self._connack_seen, False
-        if not was and not answered and not self._closing:
+        forced, self._forced_reconnect = self._forced_reconnect, False
+        attempting, self._attempting = self._attempting, False
+        if self._closing:
+            return
+        if not was and not attempting:
+            # paho reports a keepalive timeout twice (_check_keepalive, then loop_misc's ping check):
+            # the second call is no connect attempt and must not be counted or explained as one
+            log.debug("MQTT: repeated disconnect report (%s) ignored", reason_code)
+            return
+        if forced:
+            log.debug("MQTT connection to %s closed after a callback error; reconnecting", self.where)
+            return
+        lived = time.monotonic() - self._connected_at if was else None
+        if self._takeovers.taken_over(reason_code, lived):
+            if self._takeovers.should_warn():
+                log.error(
+                    "MQTT: the broker at %s keeps dropping our connection right after accepting it: another "
+                    "client uses client id %r, most likely another emotiond uses the same device id (%s); give "
+                    "each device its own mqtt.device_id (or mqtt.client_id)",
+                    self.where, self.client_id, self.topics.device,
+                )  # fmt: skip
+            if self._takeovers.in_loop:
+                log.debug("MQTT connection to %s taken over again (%s)", self.where, reason_code)
+                return
+        special = describe_disconnect(reason_code, was, self.settings.keepalive_s)
+        if special is not None:
+            if was:
+                log.warning("MQTT connection to %s lost: %s; buffering up to %d events",
+                            self.where, special, self.settings.buffer_size)
+            else:
+                self._connect_failures += 1  # a CONNECT was sent and never answered
+                self._log_failure(special)
+            return
+        if not was and not answered:
             # Closed before CONNACK: the TCP connect worked but TLS or CONNECT did not,
             # e.g. a broker with `require_certificate true` and no client certificate here.
             self._connect_failures += 1
@@ -234,7 +310,7 @@ class MqttSink:
                 "if it requires client certificates, set mqtt.tls.cert_file and mqtt.tls.key_file"
             )
             return
-        if was and not self._closing:
+        if was:
             log.warning(
                 "MQTT connection to %s lost (%s); buffering up to %d events",
                 self.where, reason_code, self.settings.buffer_size,
@@ -251,6 +327,12 @@ class MqttSink:
                     self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:
+        if len(msg.payload) > MAX_INCOMING_BYTES:  # only reached with MQTT 3.1.1 (5 caps it at the broker)
+            self._dropped_incoming += 1
+            log.log(logging.WARNING if self._dropped_incoming == 1 else logging.DEBUG,
+                    "MQTT: dropped a %d-byte message on %s (limit %d bytes; counted in dropped_incoming)",
+                    len(msg.payload), msg.topic, MAX_INCOMING_BYTES)
+            return
         if msg.topic == ha_status_topic(self.ha.prefix) and msg.payload == b"online":
             self._discovery_pending = True
             self._wake.set()
@@ -443,10 +525,47 @@ class MqttSink:
             "inflight": inflight,
             "reconnects": self._reconnects,
             "connect_failures": self._connect_failures,
+            "dropped_incoming": self._dropped_incoming,
         }
 
-    def close(self, timeout_s: float) -> None:
-        """Flush what can be, publish ``offline`` retained, disconnect: at most ``timeout_s``."""
+    # ------------------------------------------------------------------ reload hand-over
+
+    def inherit(self, old: MqttSink) -> None:
+        """Take over a closed sink's undelivered events and counters (a reload that changed MQTT settings).
+
+        Call before :meth:`start`. Events go out first, oldest first, when the
+        new connection is ready; if the new ``buffer_size`` is smaller, the
+        oldest are dropped and counted like any buffer overflow.
+        """
+        with self._lock:
+            pending = [*old.undelivered, *self._buffer]
+            self._buffer.clear()
+            for msg in pending:
+                if len(self._buffer) == self._buffer.maxlen:
+                    self._dropped += 1
+                    self._dropped_this_outage += 1
+                self._buffer.append(msg)
+            self._dropped += old._dropped
+            self._published += old._published
+            self._reconnects += old._reconnects
+            self._connect_failures += old._connect_failures
+            self._dropped_incoming += old._dropped_incoming
+            self._last_emotion = old._last_emotion
+            self._last_health = old._last_health
+        lost = len(pending) - len(self._buffer)
+        if lost:
+            log.warning("MQTT: %d events dropped at the reload: the new buffer_size is %d",
+                        lost, self.settings.buffer_size)
+        elif pending:
+            log.info("MQTT: %d undelivered events carried over to the new connection", len(pending))
+
+    def close(self, timeout_s: float, handing_over: bool = False) -> None:
+        """Flush what can be, publish ``offline`` retained, disconnect: at most ``timeout_s``.
+
+        ``handing_over``: a reload replaces this sink; what is not delivered is
+        left in :attr:`undelivered` for :meth:`inherit` instead of being reported lost.
+        """
+        self._handing_over = handing_over
         client = self._client
         if client is None:
             return
@@ -479,11 +598,14 @@ class MqttSink:
                         info.wait_for_publish(timeout=max(0.05, deadline - time.monotonic()))
                 except (RuntimeError, ValueError):
                     pass
-            lost = len(self._buffer) + len(self._outbox)
+            with self._ack_lock:
+                unacked = list(self._outbox.values())  # insertion order = the order they were sent
+            self.undelivered = [*unacked, *self._buffer]
+            lost = len(self.undelivered)
         client.disconnect()
         client.loop_stop()
         self._connected = False
         self._ready = False
-        if lost:
+        if lost and not self._handing_over:
             log.warning("MQTT closed with %d events not delivered to %s", lost, self.where)
         self._client = None

@@ -149,15 +149,33 @@ class ThreadedSource:
 
 
 def make_sinks(settings: Settings, labels: tuple[str, ...], force_stdout: bool = False) -> list[Sink]:
+    """The sinks ``settings`` ask for, not started; raises ``ConfigError`` for an unreadable password file."""
     sinks: list[Sink] = []
     if settings.stdout.enabled or force_stdout:
         sinks.append(StdoutSink())
     if settings.mqtt.enabled:
+        from .identity import client_id
         from .mqtt_sink import MqttSink
 
-        topics = Topics(settings.mqtt.base_topic, settings.mqtt.device())
-        sinks.append(MqttSink(settings.mqtt, settings.mqtt_password(), topics, labels, settings.homeassistant))
+        device = settings.mqtt.device()
+        topics = Topics(settings.mqtt.base_topic, device)
+        cid = client_id(settings.mqtt.client_id, device, settings.mqtt.state_dir)
+        sinks.append(MqttSink(settings.mqtt, settings.mqtt_password(), topics, labels, settings.homeassistant, cid))
     return sinks
+
+
+def check_sinks(sinks: list[Sink]) -> None:
+    """Raise ``ConfigError`` if a sink could not be set up (unreadable TLS files), before anything is replaced."""
+    for sink in sinks:
+        validate = getattr(sink, "validate", None)
+        if validate is None:
+            continue
+        try:
+            validate()
+        except (OSError, ValueError) as exc:
+            from .mqtt_sink import describe_error
+
+            raise ConfigError(f"mqtt.tls: cannot set up the MQTT client: {describe_error(exc)}") from None
 
 
 def rss_mb() -> float:
@@ -235,6 +253,8 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.sinks: list[Sink] = []
         self.source: AudioSource | None = None
+        self._mqtt_password: str | None = None  # to notice a changed password file on reload
+        self._last_audio = time.monotonic()
 
     # -- signals -----------------------------------------------------------
 
@@ -268,6 +288,7 @@ class Daemon:
         frontend = build_frontend(self.settings, self.model, self.household.normaliser)
         smoother = Smoother(self.model.labels, self.settings.smoother.params())
         self.sinks = make_sinks(self.settings, self.model.labels, self.force_stdout)
+        self._mqtt_password = self.settings.mqtt_password() if self.settings.mqtt.enabled else None
         payloads = PayloadFactory(self.settings.mqtt.device(), clock=self._clock())
         self.pipeline = Pipeline(frontend, self.model, smoother, payloads, self.sinks)
         for sink in self.sinks:
@@ -331,15 +352,27 @@ class Daemon:
         return exitcodes.OK
 
     def _consume(self, source: AudioSource) -> bool:
-        """True when the input ended, False when asked to stop."""
+        """True when the input ended, False when asked to stop.
+
+        A live source (microphone, stdin) yields empty blocks while it has no
+        audio; after ``source.stall_s`` of that the status is ``degraded`` until
+        audio flows again. The watchdog keeps being pinged meanwhile: the loop
+        is healthy, and a restart cannot bring back a silent pipe.
+        """
         assert self.pipeline is not None
+        self._last_audio = time.monotonic()
         for block in source.blocks():
             if self._stop:
                 return False
             if self._reload:
                 self._reload = False
                 self.reload()
-            if len(block):
+            if not len(block):
+                silent = time.monotonic() - self._last_audio
+                if silent > self.settings.source.stall_s and self._status != STATUS_DEGRADED:
+                    self._degraded(f"no audio from {source.name} for {silent:.0f} s")
+            else:
+                self._last_audio = time.monotonic()
                 self.pipeline.process(block)
                 if self._status != STATUS_ONLINE and not self.pipeline.failing:
                     self._set_status(STATUS_ONLINE)
@@ -424,36 +457,72 @@ class Daemon:
     # -- reload and shutdown -------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config; apply what can change without stopping capture."""
+        """SIGHUP: re-read the config; apply what can change without stopping capture.
+
+        Everything that can fail (the file, every key, the model window, the
+        password file, TLS files) is checked before anything is touched: a
+        failing reload keeps the running configuration and logs one line, and
+        never exits (systemd's ``RestartPreventExitStatus=78`` would keep a
+        service that exited 78 dead). Replaced MQTT sinks hand their
+        undelivered events to the new ones.
+        """
         assert self.pipeline is not None and self.model is not None
         self.notifier.reloading()
+        old = self.settings
         try:
-            new = load_settings(self.config_path, self.overrides)
+            new = load_settings(self.config_path, self.overrides, allow_empty=False)
             window_params(new, self.model)
+            password = new.mqtt_password() if new.mqtt.enabled else None
+            secret_changed = new.mqtt.enabled and password != self._mqtt_password
+            sinks_changed = secret_changed or (
+                (new.mqtt, new.homeassistant, new.stdout) != (old.mqtt, old.homeassistant, old.stdout)
+            )
+            new_sinks = make_sinks(new, self.model.labels, self.force_stdout) if sinks_changed else None
+            check_sinks(new_sinks or [])
         except (ConfigError, StartupError) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.reloaded()
             return
-        old, self.settings = self.settings, new
+        self.settings = new
         configure_logging(new)
         changed = [name for name in type(new).model_fields if getattr(old, name) != getattr(new, name)]
+        if secret_changed and "mqtt" not in changed:
+            changed.append("mqtt (password)")
         if new.smoother != old.smoother:
             self.pipeline.smoother.params = new.smoother.params()
         if (new.vad, new.denoise, new.features) != (old.vad, old.denoise, old.features):
             self.pipeline.replace_frontend(build_frontend(new, self.model, self.household.normaliser))
-        if (new.mqtt, new.homeassistant, new.stdout) != (old.mqtt, old.homeassistant, old.stdout):
-            for sink in self.sinks:
-                with contextlib.suppress(Exception):
-                    sink.close(1.0)
-            self.sinks = make_sinks(new, self.model.labels, self.force_stdout)
-            for sink in self.sinks:
-                sink.start()
-            self.pipeline.sinks = list(self.sinks)
+        if new_sinks is not None:
+            self._replace_sinks(new_sinks)
+            self._mqtt_password = password
             self.pipeline.payloads.device = new.mqtt.device()
         if (new.source, new.model, new.adapt) != (old.source, old.model, old.adapt):
             log.warning("source, model and adapt settings change only on restart; kept the running ones")
         log.info("configuration reloaded (changed: %s)", ", ".join(changed) or "nothing")
         self.notifier.reloaded()
+
+    def _replace_sinks(self, new_sinks: list[Sink]) -> None:
+        """Close the old sinks and start the new ones; an MQTT sink passes its undelivered events on."""
+        from .mqtt_sink import MqttSink
+
+        assert self.pipeline is not None
+        heir = next((s for s in new_sinks if isinstance(s, MqttSink)), None)
+        for sink in self.sinks:
+            try:
+                if isinstance(sink, MqttSink):
+                    sink.close(1.0, handing_over=heir is not None)
+                    if heir is not None:
+                        heir.inherit(sink)
+                else:
+                    sink.close(1.0)
+            except Exception:  # an old sink must not stop the new ones
+                log.exception("closing %s failed", type(sink).__name__)
+        if heir is not None and self._status != STATUS_ONLINE:
+            heir.set_status(self._status)  # a degraded daemon stays degraded on the new connection
+        self.sinks = new_sinks
+        for sink in self.sinks:
+            sink.start()
+        self.pipeline.sinks = list(self.sinks)
 
     def shutdown(self) -> None:
         self.notifier.stopping()

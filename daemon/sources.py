@@ -181,7 +181,13 @@ class StdinSource:
 
     def open(self) -> None:
         if self._stream is None:
-            self._stream = sys.stdin.buffer
+            stdin = sys.stdin
+            try:
+                os.fstat(stdin.fileno())  # type: ignore[union-attr]
+                self._stream = stdin.buffer  # type: ignore[union-attr]
+            except (AttributeError, OSError, ValueError):  # `emotiond run --input - <&-`
+                why = "stdin: standard input is closed; pipe 16-bit PCM into 'emotiond run --input -'"
+                raise NoInputError(why) from None
 
     def _read(self) -> bytes | None:
         """Up to one block; None when asked to stop. Polls a real fd so a stop never waits on the pipe."""

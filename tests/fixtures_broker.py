@@ -398,7 +398,8 @@ class EventMaker:
 
 @pytest.fixture
 def make_sink() -> Iterator[Callable[..., Any]]:
-    """``make_sink(settings, password=None, labels=LABELS, ha=None, start=True)``; closed at teardown."""
+    """``make_sink(settings, password=None, labels=LABELS, ha=None, start=True, client_id=None)``; closed at teardown.
+    """
     from emotiond.daemon.mqtt_sink import MqttSink
     from emotiond.daemon.payloads import Topics
 
@@ -410,8 +411,9 @@ def make_sink() -> Iterator[Callable[..., Any]]:
         labels: tuple[str, ...] = LABELS,
         ha: Any = None,
         start: bool = True,
+        client_id: str | None = None,
     ) -> Any:
-        sink = MqttSink(settings, password, Topics(settings.base_topic, settings.device()), labels, ha)
+        sink = MqttSink(settings, password, Topics(settings.base_topic, settings.device()), labels, ha, client_id)
         made.append(sink)
         if start:
             sink.start()

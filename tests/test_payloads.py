@@ -24,7 +24,7 @@ UTTERANCE_FIELDS = {
 }  # fmt: skip
 HEALTH_MQTT_FIELDS = {
     "connected": bool, "published": int, "dropped_events": int, "buffered": int,
-    "inflight": int, "reconnects": int, "connect_failures": int,
+    "inflight": int, "reconnects": int, "connect_failures": int, "dropped_incoming": int,
 }  # fmt: skip
 
 
