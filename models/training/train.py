@@ -98,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--train-stride", type=int, default=1, help="use every N-th training window per epoch")
     p.add_argument("--limit", type=int, default=0, help="at most N clips per speaker (quick runs)")
     p.add_argument("--protocol", choices=("speaker", "random", "loco"), default="speaker")
-    p.add_argument("--holdout", choices=CORPORA, help="corpus left out (--protocol loco)")
+    p.add_argument("--holdout", nargs="+", choices=CORPORA, help="corpora left out (--protocol loco)")
     p.add_argument(
         "--fit-on-train-val",
         action=argparse.BooleanOptionalAction,
@@ -167,13 +167,13 @@ def make_parts(clips: list[Clip], args: argparse.Namespace) -> tuple[dict[str, l
         return parts, {"protocol": "random clip split (speakers shared)"}
     if not args.holdout:
         raise SystemExit("--protocol loco needs --holdout CORPUS")
-    rest = [c for c in clips if c.corpus != args.holdout]
+    rest = [c for c in clips if c.corpus not in args.holdout]
     parts = {
         "train": [c for c in rest if split.part_of(c.speaker) in ("train", "test")],
         "val": [c for c in rest if split.part_of(c.speaker) == "val"],
-        "test": [c for c in clips if c.corpus == args.holdout],
+        "test": [c for c in clips if c.corpus in args.holdout],
     }
-    return parts, {"protocol": f"leave-one-corpus-out: {args.holdout}"}
+    return parts, {"protocol": f"leave-corpora-out: {', '.join(args.holdout)}"}
 
 
 def limit_clips(clips: list[Clip], n: int, seed: int) -> list[Clip]:
