@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from emotiond.dsp.features import FEATURES
-from emotiond.models.runtime import DEFAULT_MODEL, NORMALISATION, EmotionModel
+from emotiond.daemon.adaptation import fresh_normaliser
+from emotiond.dsp.adapt import NORMALISERS, HouseholdNormaliser
+from emotiond.models.runtime import DEFAULT_MODEL, EmotionModel
 from emotiond.models.training.data import LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,15 +19,30 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_model_loads_and_matches_features() -> None:
     side = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
     assert side["features"] == FEATURES.to_dict()
-    assert side["normalisation"] == NORMALISATION
+    assert side["normalisation"] in NORMALISERS
     assert tuple(side["labels"]) == LABELS
-    assert DEFAULT_MODEL.stat().st_size <= 150 * 1024
+    assert DEFAULT_MODEL.stat().st_size <= 300 * 1024
     for key in ("hop_frames", "vad", "gate", "split", "licences"):
         assert key in side
     m = EmotionModel(DEFAULT_MODEL)
     assert m.input_shape == (1, side["window_frames"], FEATURES.n_mels)
     p = m.predict(np.random.default_rng(0).normal(0, 1, m.input_shape[1:]).astype(np.float32))
     assert p.shape == (len(LABELS),) and abs(float(p.sum()) - 1) < 1e-3
+
+
+def test_shipped_adapt_stage_matches_dsp() -> None:
+    """The sidecar names a normaliser dsp/ has; a household model carries a usable warm start."""
+    m = EmotionModel(DEFAULT_MODEL)
+    normaliser = fresh_normaliser(m.info)
+    assert normaliser.name == m.info.normalisation
+    adapt = m.info.extra["adapt"]
+    assert len(adapt["prior_mean"]) == len(adapt["prior_var"]) == FEATURES.n_mels
+    assert all(v > 0 for v in adapt["prior_var"]) and adapt["horizon_s"] >= adapt["prior_s"] > 0
+    if isinstance(normaliser, HouseholdNormaliser):
+        np.testing.assert_allclose(normaliser.stats.mean, adapt["prior_mean"])
+    frames = np.random.default_rng(1).normal(-6, 2, (80, FEATURES.n_mels)).astype(np.float32)
+    window = normaliser.window(frames, m.info.window_frames)
+    assert window.shape == (m.info.window_frames, FEATURES.n_mels) and np.all(window[80:] == 0)
 
 
 def test_split_recorded_in_sidecar_is_speaker_disjoint() -> None:
