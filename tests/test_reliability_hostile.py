@@ -28,7 +28,7 @@ from emotiond.daemon.identity import client_id, installation_id
 from emotiond.daemon.service import Daemon
 from emotiond.daemon.sources import ArraySource
 
-from tests.fixtures_broker import Broker, EventMaker, mqtt_settings, wait_until
+from tests.fixtures_broker import Broker, EventMaker, Received, mqtt_settings, wait_until
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[1]
@@ -403,16 +403,23 @@ def test_a_stalled_stdin_pipe_makes_the_status_degraded(broker, subscriber, daem
     """Defect 9: a stdin pipe that stopped delivering stayed 'online'."""
     device = f"st{uuid.uuid4().hex[:6]}"
     cfg = write_config(tmp_path / "config.yaml", broker, device)
-    status = f"emotiond/{device}/status"
-    sub = subscriber(broker.host, broker.port, status)
+    # degraded lives on the retained problem topic; status says only online/offline (docs/mqtt.md)
+    status, problem = f"emotiond/{device}/status", f"emotiond/{device}/problem"
+    sub = subscriber(broker.host, broker.port, f"emotiond/{device}/+")
+
+    def last(ms: list[Received], topic: str) -> list[Received]:
+        return [m for m in ms if m.topic == topic][-1:]
+
     d = DaemonProcess(cfg, model_path, "--set", "source.stall_s=1")
     daemons.append(d)
-    sub.wait_for(lambda ms: any(m.text == "online" for m in ms), timeout=30)
+    sub.wait_for(lambda ms: any(m.topic == status and m.text == "online" for m in ms), timeout=30)
     d.feeding.clear()
-    sub.wait_for(lambda ms: ms[-1].text == "degraded", timeout=10)
+    degraded = sub.wait_for(lambda ms: any(m.json()["problem"] for m in last(ms, problem)), timeout=10)
+    assert "no audio from stdin" in last(degraded, problem)[0].json()["reason"]
     assert "no audio from stdin" in d.wait_log("degraded:")
+    assert [m.text for m in last(degraded, status)] == ["online"]
     d.feeding.set()
-    sub.wait_for(lambda ms: ms[-1].text == "online", timeout=10)
+    sub.wait_for(lambda ms: any(not m.json()["problem"] for m in last(ms, problem)), timeout=10)
     assert d.stop() == 0
 
 
