@@ -212,7 +212,7 @@ def test_reload_of_mqtt_settings_hands_the_offline_buffer_over(broker, subscribe
         for payload in sent:
             sink.publish_utterance(payload)
         write_config(cfg, broker, device, keepalive_s=7, buffer_size=new_buffer)
-        daemon._degraded("audio lost (test)")
+        daemon.report.degraded("audio lost (test)")
         with caplog.at_level(logging.INFO):
             daemon.reload()
         assert "events not delivered" not in caplog.text
