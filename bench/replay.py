@@ -86,7 +86,7 @@ def run_replay(stream: np.ndarray, spans: list[tuple[int, int, str]], settings: 
         mqtt = MqttSink(ms, None, topics, model.labels, HomeAssistantSettings(discovery=False))
         mqtt.start()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not getattr(mqtt, "_ready", True):
+        while time.monotonic() < deadline and not mqtt.ready:
             time.sleep(0.05)
         sinks.append(mqtt)
 

@@ -262,12 +262,12 @@ def test_an_exception_in_a_paho_callback_is_logged_once_and_answered_with_a_reco
         wait_until(lambda: "error in on_connect" in caplog.text, what="the callback error logged")
         time.sleep(1.0)  # several reconnects with the same error: still one line at ERROR
         sink.ha = HomeAssistantSettings(discovery=False)
-        wait_until(lambda: sink.stats()["connected"] and sink._ready, timeout=10, what="reconnected")
+        wait_until(lambda: sink.stats()["connected"] and sink.ready, timeout=10, what="reconnected")
         sink.publish_utterance(EventMaker(s.device_id).utterance())
         sub.wait_topic(f"{root}/utterance", timeout=10)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and "error in on_connect" in errors[0], errors  # no 'lost', no takeover alarm
-    assert sink._guard.errors >= 3  # it did retry, quietly
+    assert sink.connection.guard.errors >= 3  # it did retry, quietly
 
 
 # ----------------------------------------------------------------------------- 4: identities
@@ -303,8 +303,9 @@ def test_a_takeover_loop_is_named_in_one_log_line(broker, make_sink, caplog) -> 
         time.sleep(2.0)
     lines = [r for r in caplog.records if "another emotiond" in r.getMessage()]
     # one line per daemon that saw the loop (both run in this process), never repeated
-    assert 1 <= len(lines) == sum(x._takeovers.in_loop for x in sinks) and s.device_id in lines[0].getMessage()
-    assert sum(x._takeovers.count for x in sinks) >= 3
+    assert 1 <= len(lines) == sum(x.connection.takeovers.in_loop for x in sinks)
+    assert s.device_id in lines[0].getMessage()
+    assert sum(x.connection.takeovers.count for x in sinks) >= 3
 
 
 def test_installation_id_from_machine_id_else_kept_in_the_state_dir(tmp_path, caplog) -> None:
