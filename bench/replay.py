@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from emotiond.daemon.evaluate import CaptureSink, build_pipeline, stream_probabilities
+from emotiond.daemon.assembly import build_pipeline
+from emotiond.daemon.evaluate import CaptureSink, stream_probabilities
 from emotiond.dsp.features import SAMPLE_RATE
 
 from . import audio
@@ -85,7 +86,7 @@ def run_replay(stream: np.ndarray, spans: list[tuple[int, int, str]], settings: 
         mqtt = MqttSink(ms, None, topics, model.labels, HomeAssistantSettings(discovery=False))
         mqtt.start()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not getattr(mqtt, "_ready", True):
+        while time.monotonic() < deadline and not mqtt.ready:
             time.sleep(0.05)
         sinks.append(mqtt)
 
@@ -222,8 +223,8 @@ def replay_main(argv: list[str] | None = None) -> int:
 
 def replay(data: Path | None, n: int = 40, fast: bool = True, mqtt: bool = True, bed: Path | None = None,
            bed_snr: float = 20.0, seed: int = 0, overrides: list[str] | None = None) -> dict[str, Any]:
+    from emotiond.daemon.assembly import load_model
     from emotiond.daemon.config import load_settings
-    from emotiond.daemon.service import load_model
     from emotiond.dsp.audio import load_mono_16k
 
     settings = load_settings(None, ["mqtt.enabled=false", *(overrides or [])])

@@ -261,15 +261,13 @@ def run_soak(
             print(f"  {s.audio_min:7.1f} min audio  {s.wall_s:7.1f} s  RSS {s.rss_kb / 1024:6.1f} MB  "
                   f"threads {s.threads}  fds {s.fds}  utterances {s.utterances}", file=sys.stderr, flush=True)
 
-    daemon = Daemon(settings, source=LoopSource(loop, audio_s, sample_every_s, on_sample))
-    daemon.start()
     devnull = None
-    if broker is None:
+    if broker is None:  # events still go through a real sink: stdout into /dev/null
         devnull = open(os.devnull, "w")  # noqa: SIM115 - closed below
-        sink = StdoutSink(devnull)
-        daemon.sinks.append(sink)
-        daemon.pipeline.sinks.append(sink)
-    else:
+    daemon = Daemon(settings, source=LoopSource(loop, audio_s, sample_every_s, on_sample),
+                    sinks=None if devnull is None else [StdoutSink(devnull)])
+    daemon.start()
+    if broker is not None:
         from emotiond.daemon.mqtt_sink import MqttSink
 
         mqtt = next(s for s in daemon.sinks if isinstance(s, MqttSink))
@@ -281,9 +279,7 @@ def run_soak(
 
     def shutdown() -> None:  # take the sink figures before close() tears the client down
         nonlocal mqtt_stats
-        for s in daemon.sinks:
-            if callable(getattr(s, "stats", None)):
-                mqtt_stats = s.stats()
+        mqtt_stats = daemon.sinks.stats()
         real_shutdown()
 
     daemon.shutdown = shutdown  # type: ignore[method-assign]

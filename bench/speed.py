@@ -222,7 +222,8 @@ def _timed(obj: Any, name: str, acc: dict[str, float], key: str) -> None:
 
 def pipeline_pass(settings: Any, model: Any, signal: np.ndarray, split: bool = False,
                   profile: cProfile.Profile | None = None) -> dict[str, Any]:
-    from emotiond.daemon.evaluate import CaptureSink, build_pipeline
+    from emotiond.daemon.assembly import build_pipeline
+    from emotiond.daemon.evaluate import CaptureSink
     from emotiond.dsp.features import SAMPLE_RATE
 
     sink = CaptureSink()
@@ -386,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import soundfile as sf
+    from emotiond.daemon.assembly import load_model
     from emotiond.daemon.config import load_settings
-    from emotiond.daemon.service import load_model
 
     t_start = time.perf_counter()
     quick = args.quick

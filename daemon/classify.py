@@ -15,8 +15,8 @@ from ..dsp.audio import AudioFileError, load_mono_16k
 from ..dsp.frontend import clip_windows
 from ..models.runtime import EmotionModel
 from .adaptation import fresh_normaliser
+from .assembly import load_model, window_params
 from .config import Settings
-from .service import load_model, window_params
 
 
 def classify_signal(model: EmotionModel, settings: Settings, signal: np.ndarray) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from .. import exitcodes
 from ..dsp.audio import AudioFileError, load_mono_16k
 from ..dsp.features import SAMPLE_RATE
 from ..models.evaluate import manifest_clips, metrics, per_class_table
+from .assembly import build_pipeline
 
 PAD_S = 1.0  # background added before and after each clip in stream mode
 PAD_MAX_DBFS = -62.0  # below the VAD's energy floor (vad.min_rms_dbfs, -60) so padding is never speech
@@ -207,22 +208,6 @@ class CaptureSink:
 
     def close(self, timeout_s: float) -> None:
         pass
-
-
-def build_pipeline(settings: Any, model: Any, sinks: Sequence[Any] = (), on_utterance: Callable | None = None):
-    """A ``Pipeline`` wired exactly as ``Daemon.start`` wires it (minus the network sinks).
-
-    Its adapt stage starts from the training statistics, as a new installation does.
-    """
-    from ..dsp.smoother import Smoother
-    from .adaptation import fresh_normaliser
-    from .payloads import PayloadFactory
-    from .pipeline import Pipeline
-    from .service import build_frontend
-
-    frontend = build_frontend(settings, model, fresh_normaliser(model.info, settings.adapt.horizon_s))
-    smoother = Smoother(model.labels, settings.smoother.params())
-    return Pipeline(frontend, model, smoother, PayloadFactory(settings.mqtt.device()), list(sinks), on_utterance)
 
 
 def run_stream(settings: Any, model: Any, signal: np.ndarray) -> tuple[list[dict[str, Any]], Any]:
@@ -536,8 +521,8 @@ def _stderr_console() -> Any:
 
 def eval_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    from .assembly import StartupError, load_model
     from .config import ConfigError, load_settings
-    from .service import StartupError, load_model
 
     try:
         settings = load_settings(args.config, args.overrides)

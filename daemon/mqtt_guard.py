@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -130,3 +132,21 @@ class TakeoverDetector:
     def in_loop(self) -> bool:
         """A loop was reported and has not calmed down since."""
         return self._warned_at is not None
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short human reason for a failed connection attempt (no secrets, no traceback)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason
+        return f"TLS certificate verification failed: {why} (check mqtt.tls.ca_file and host)"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on this port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not resolved ({exc.strerror})"
+    if isinstance(exc, TimeoutError):
+        return "connection timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"

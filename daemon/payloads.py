@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import __version__
 from ..dsp.smoother import EmotionState, UtteranceSummary
 
 SCHEMA_VERSION = 1
@@ -60,6 +61,18 @@ CLOCK_WALL = "wall"
 CLOCK_AUDIO = "audio"
 
 
+def health_message(body: dict[str, Any], device: str, status: str, mqtt: dict[str, Any]) -> dict[str, Any]:
+    """The health message as published: ``schema``/``device``/``ts`` now, ``status`` if ``body`` has none.
+
+    ``mqtt`` (the sinks' live counters) is merged over ``body["mqtt"]``, so a
+    health re-published after a reconnect or at shutdown carries current figures.
+    """
+    out = {"schema": SCHEMA_VERSION, "device": device, "ts": iso_utc(time.time()), **body}
+    out.setdefault("status", status)
+    out["mqtt"] = {**(body.get("mqtt") or {}), **mqtt}
+    return out
+
+
 class PayloadFactory:
     """Turns smoother output into payload dicts with one monotonic ``seq`` per run.
 
@@ -105,6 +118,37 @@ class PayloadFactory:
     def _ts(self, epoch: float) -> str:
         self._last_ts = max(self._last_ts, epoch)
         return iso_utc(self._last_ts)
+
+    def health(
+        self,
+        status: str,
+        *,
+        uptime_s: float,
+        audio_s: float,
+        process: dict[str, float | None],
+        source: str | None,
+        overruns: int,
+        model: dict[str, str],
+        pipeline: dict[str, Any],
+        adapt: dict[str, Any] | None,
+        sink_failures: int,
+        sinks: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The retained health message (docs/mqtt.md, "health"); ``process``: ``cpu_s``, ``rss_mb``, ``peak_rss_mb``."""
+        body = {
+            "status": status,
+            "version": __version__,
+            "uptime_s": round(uptime_s, 1),
+            "audio_s": round(audio_s, 1),
+            **process,
+            "source": source,
+            "overruns": overruns,
+            "model": model,
+            "pipeline": pipeline,
+            "adapt": adapt,
+            "sink_failures": sink_failures,
+        }
+        return health_message(body, self.device, status, sinks)
 
     def emotion(self, state: EmotionState, now_s: float | None = None) -> dict[str, Any]:
         now = state.audio_time_s if now_s is None else now_s

@@ -18,9 +18,9 @@ import numpy as np
 
 from ..dsp.features import SAMPLE_RATE
 from ..dsp.frontend import Frontend, SegmentEnd, SegmentStart, Window
-from ..dsp.smoother import EmotionState, Smoother, UtteranceSummary
+from ..dsp.smoother import EmotionState, Smoother, SmootherParams, UtteranceSummary
 from .payloads import PayloadFactory
-from .sinks import Sink
+from .sinks import Sink, SinkSet
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +60,44 @@ class Pipeline:
         model: Predictor,
         smoother: Smoother,
         payloads: PayloadFactory,
-        sinks: Sequence[Sink],
+        sinks: Sequence[Sink] | SinkSet,
         on_utterance: Callable[[UtteranceSummary, dict[str, Any]], None] | None = None,
     ) -> None:
         self.frontend = frontend
         self.model = model
         self.smoother = smoother
         self.payloads = payloads
-        self.sinks = list(sinks)
+        self.sinks = sinks if isinstance(sinks, SinkSet) else SinkSet(sinks)
         self.on_utterance = on_utterance
         self.stats = PipelineStats()
         self._failure_logged = False
         self._offset = 0  # samples before the current frontend started
 
-    def replace_frontend(self, frontend: Frontend) -> None:
-        """Swap in a re-configured frontend (SIGHUP) without losing the audio clock."""
-        self._handle(self.frontend.flush())
-        self.frontend = frontend
-        self._offset = self.stats.samples
+    def reconfigure(
+        self,
+        *,
+        frontend: Frontend | None = None,
+        smoother: SmootherParams | None = None,
+        sinks: Sequence[Sink] | None = None,
+        device: str | None = None,
+    ) -> None:
+        """The one way to change a running pipeline (SIGHUP reload); what is not given stays.
+
+        A new ``frontend`` takes over after the old one's open utterance is
+        closed, without losing the audio clock; new ``smoother`` parameters and
+        ``device`` apply from the next event; new ``sinks`` join the same
+        :class:`SinkSet`, so the failure count carries on.
+        """
+        if frontend is not None:
+            self._handle(self.frontend.flush())
+            self.frontend = frontend
+            self._offset = self.stats.samples
+        if smoother is not None:
+            self.smoother.params = smoother
+        if sinks is not None:
+            self.sinks.replace(sinks)
+        if device is not None:
+            self.payloads.device = device
 
     def _t(self, sample: int) -> float:
         return (self._offset + sample) / SAMPLE_RATE
@@ -153,19 +173,15 @@ class Pipeline:
             return
         self.stats.utterances += 1
         payload = self.payloads.utterance(summary, self.audio_time_s)
-        self._to_sinks("publish_utterance", payload)
+        t0 = time.perf_counter()
+        self.sinks.publish_utterance(payload)
+        self.stats.sinks_s += time.perf_counter() - t0
         if self.on_utterance is not None:
             self.on_utterance(summary, payload)
 
     def _emit_state(self, state: EmotionState) -> None:
         self.stats.emotion_changes += 1
-        self._to_sinks("publish_emotion", self.payloads.emotion(state, self.audio_time_s))
-
-    def _to_sinks(self, method: str, payload: dict[str, Any]) -> None:
+        payload = self.payloads.emotion(state, self.audio_time_s)
         t0 = time.perf_counter()
-        for sink in self.sinks:
-            try:
-                getattr(sink, method)(payload)
-            except Exception:  # a sink bug must not take the audio loop down
-                log.exception("sink %s.%s failed", type(sink).__name__, method)
+        self.sinks.publish_emotion(payload)
         self.stats.sinks_s += time.perf_counter() - t0

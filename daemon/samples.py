@@ -15,9 +15,9 @@ import time
 
 from .. import exitcodes
 from ..dsp.smoother import NO_SPEECH, EmotionState, UtteranceSummary
+from .assembly import load_model, make_sinks
 from .config import Settings
 from .payloads import CLOCK_WALL, STATUS_ONLINE, PayloadFactory
-from .service import load_model, make_sinks
 
 
 def sample_settings(settings: Settings) -> Settings:

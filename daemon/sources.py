@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import select
 import sys
 import threading
@@ -252,3 +253,59 @@ class BlockRing:
 
 def _short(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class ThreadedSource:
+    """Runs a blocking reader (stdin) on its own thread so signals and the watchdog never wait on it.
+
+    Unlike the microphone ring it never drops: a full queue blocks the reader,
+    and the pipe pushes back on the writer, so no piped audio is lost.
+    """
+
+    def __init__(self, inner: AudioSource, buffer_s: float, block_ms: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._queue: queue.Queue[np.ndarray] = queue.Queue(max(1, int(buffer_s * 1000 / block_ms)))
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.overruns = 0
+
+    def open(self) -> None:
+        self.inner.open()
+        self._thread = threading.Thread(target=self._pump, name="emotiond-stdin", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            for block in self.inner.blocks():
+                while not self._closing.is_set():
+                    try:
+                        self._queue.put(block, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # handed to the main thread
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        while True:
+            try:
+                yield self._queue.get(timeout=0.5)
+                continue
+            except queue.Empty:
+                pass
+            if self._done.is_set() and self._queue.empty():
+                if self._error is not None:
+                    raise self._error
+                return
+            yield np.zeros(0)  # keeps the watchdog and timers going while the pipe is quiet
+
+    def close(self) -> None:
+        self._closing.set()
+        self.inner.close()
+        if self._thread is not None:
+            self._thread.join(2.0)

@@ -67,7 +67,6 @@ def _settings(args: argparse.Namespace, extra: list[str] | None = None):  # type
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import service
     from .daemon.demo import DEMO_AUDIO, broker_answers, private_broker
 
     if args.demo and args.input is not None:
@@ -80,7 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.demo:
         extra.append(f"source.input={DEMO_AUDIO}")
     settings = _settings(args, extra)
-    service.configure_logging(settings, args.debug)
+    from .daemon.logsetup import configure_logging
+
+    configure_logging(settings, args.debug)
     if not args.demo:
         return _run_daemon(args, extra, force_stdout=args.stdout)
     if settings.mqtt.enabled and broker_answers(settings.mqtt.host, settings.mqtt.port):
@@ -218,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .daemon.assembly import StartupError
     from .daemon.config import ConfigError
-    from .daemon.service import StartupError
     from .daemon.sources import SourceError
     from .models.runtime import ModelError
 

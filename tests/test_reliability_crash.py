@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from emotiond.daemon.assembly import load_model
 from emotiond.daemon.config import load_settings
 from emotiond.daemon.service import Daemon
 from emotiond.daemon.sources import ArraySource
@@ -47,6 +48,9 @@ class RecordingSink:
     def close(self, t: float) -> None:
         self.events.append(("close", None))
 
+    def stats(self) -> dict[str, Any]:
+        return {}
+
     def of(self, kind: str) -> list[Any]:
         return [p for k, p in self.events if k == kind]
 
@@ -65,11 +69,17 @@ class PacedArraySource(ArraySource):
 
 
 class FailingModel:
-    """Wraps the real model; ``fail(call_index, audio_time_s)`` decides which windows raise."""
+    """Wraps the real model; ``fail(call_index, audio_time_s)`` decides which windows raise.
 
-    def __init__(self, real: Any, daemon: Daemon, fail) -> None:
-        self.real, self.daemon, self.fail = real, daemon, fail
+    Injected into the daemon in place of the real model; ``daemon`` (for the audio
+    time) is set by :func:`make_daemon` once the daemon exists.
+    """
+
+    def __init__(self, real: Any, fail) -> None:
+        self.real, self.fail = real, fail
+        self.daemon: Daemon | None = None
         self.labels = real.labels
+        self.info, self.path, self.runtime = real.info, real.path, real.runtime
         self.calls = 0
         self.failed: list[int] = []
         self.succeeded: list[int] = []
@@ -77,6 +87,7 @@ class FailingModel:
     def predict(self, window: np.ndarray) -> np.ndarray:
         i = self.calls
         self.calls += 1
+        assert self.daemon is not None and self.daemon.pipeline is not None
         if self.fail(i, self.daemon.pipeline.audio_time_s):
             self.failed.append(i)
             raise RuntimeError(f"injected inference failure #{i}")
@@ -84,14 +95,19 @@ class FailingModel:
         return self.real.predict(window)
 
 
-def make_daemon(model_path: Path, source: Any, *extra: str) -> tuple[Daemon, RecordingSink]:
+def make_daemon(model_path: Path, source: Any, *extra: str, fail=None,
+                first: tuple[Any, ...] = ()) -> tuple[Daemon, RecordingSink]:
+    """A started daemon with a :class:`RecordingSink` (after ``first``) and, given ``fail``, a failing model."""
     settings = load_settings(None, ["mqtt.enabled=false", f"model.path={model_path}", "mqtt.health_interval_s=1",
                                     *extra], environ={})
-    daemon = Daemon(settings, source=source)
-    daemon.start()
+    model = load_model(settings)
+    if fail is not None:
+        model = FailingModel(model, fail)
     rec = RecordingSink()
-    daemon.sinks.append(rec)
-    daemon.pipeline.sinks.append(rec)
+    daemon = Daemon(settings, source=source, model=model, sinks=[*first, rec])
+    if isinstance(model, FailingModel):
+        model.daemon = daemon
+    daemon.start()
     return daemon, rec
 
 
@@ -104,9 +120,8 @@ def two_scenes(speech_scene) -> tuple[np.ndarray, list[tuple[float, float]]]:
 
 def test_model_failing_on_one_window_skips_it_and_carries_on(speech_scene, model_path, caplog) -> None:
     signal, spans = two_scenes(speech_scene)
-    daemon, rec = make_daemon(model_path, ArraySource(signal))
-    model = FailingModel(daemon.pipeline.model, daemon, lambda i, t: i == 2)
-    daemon.pipeline.model = model
+    daemon, rec = make_daemon(model_path, ArraySource(signal), fail=lambda i, t: i == 2)
+    model = daemon.model
     with caplog.at_level(logging.INFO):
         assert daemon.run() == 0
     assert model.failed == [2] and max(model.succeeded) > 2  # later windows still classified
@@ -161,9 +176,8 @@ def test_model_failing_on_every_window_degrades_stops_watchdog_and_recovers(spee
                                                                              caplog) -> None:
     signal, spans = two_scenes(speech_scene)
     broken_until = spans[2][0] - 0.5  # the model is broken for the first scene, then comes back
-    daemon, rec = make_daemon(model_path, PacedArraySource(signal, pause=0.01))
-    model = FailingModel(daemon.pipeline.model, daemon, lambda i, t: t < broken_until)
-    daemon.pipeline.model = model
+    daemon, rec = make_daemon(model_path, PacedArraySource(signal, pause=0.01), fail=lambda i, t: t < broken_until)
+    model = daemon.model
     with caplog.at_level(logging.INFO):
         assert daemon.run() == 0
     lines = notify.close()
@@ -193,10 +207,8 @@ class ExplodingSink(RecordingSink):
 
 def test_a_sink_that_raises_does_not_stop_the_loop(speech_scene, model_path, caplog) -> None:
     signal, spans = two_scenes(speech_scene)
-    daemon, rec = make_daemon(model_path, ArraySource(signal))
-    bad = ExplodingSink()
-    daemon.sinks.insert(0, bad)
-    daemon.pipeline.sinks.insert(0, bad)  # first, so the good sink runs after it every time
+    bad = ExplodingSink()  # first, so the good sink runs after it every time
+    daemon, rec = make_daemon(model_path, ArraySource(signal), first=(bad,))
     with caplog.at_level(logging.INFO):
         assert daemon.run() == 0
     assert len(rec.of("utterance")) == len(spans)

@@ -28,7 +28,7 @@ from emotiond.daemon.identity import client_id, installation_id
 from emotiond.daemon.service import Daemon
 from emotiond.daemon.sources import ArraySource
 
-from tests.fixtures_broker import Broker, EventMaker, mqtt_settings, wait_until
+from tests.fixtures_broker import Broker, EventMaker, Received, mqtt_settings, wait_until
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,7 +212,7 @@ def test_reload_of_mqtt_settings_hands_the_offline_buffer_over(broker, subscribe
         for payload in sent:
             sink.publish_utterance(payload)
         write_config(cfg, broker, device, keepalive_s=7, buffer_size=new_buffer)
-        daemon._degraded("audio lost (test)")
+        daemon.report.degraded("audio lost (test)")
         with caplog.at_level(logging.INFO):
             daemon.reload()
         assert "events not delivered" not in caplog.text
@@ -262,12 +262,12 @@ def test_an_exception_in_a_paho_callback_is_logged_once_and_answered_with_a_reco
         wait_until(lambda: "error in on_connect" in caplog.text, what="the callback error logged")
         time.sleep(1.0)  # several reconnects with the same error: still one line at ERROR
         sink.ha = HomeAssistantSettings(discovery=False)
-        wait_until(lambda: sink.stats()["connected"] and sink._ready, timeout=10, what="reconnected")
+        wait_until(lambda: sink.stats()["connected"] and sink.ready, timeout=10, what="reconnected")
         sink.publish_utterance(EventMaker(s.device_id).utterance())
         sub.wait_topic(f"{root}/utterance", timeout=10)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and "error in on_connect" in errors[0], errors  # no 'lost', no takeover alarm
-    assert sink._guard.errors >= 3  # it did retry, quietly
+    assert sink.connection.guard.errors >= 3  # it did retry, quietly
 
 
 # ----------------------------------------------------------------------------- 4: identities
@@ -303,8 +303,9 @@ def test_a_takeover_loop_is_named_in_one_log_line(broker, make_sink, caplog) -> 
         time.sleep(2.0)
     lines = [r for r in caplog.records if "another emotiond" in r.getMessage()]
     # one line per daemon that saw the loop (both run in this process), never repeated
-    assert 1 <= len(lines) == sum(x._takeovers.in_loop for x in sinks) and s.device_id in lines[0].getMessage()
-    assert sum(x._takeovers.count for x in sinks) >= 3
+    assert 1 <= len(lines) == sum(x.connection.takeovers.in_loop for x in sinks)
+    assert s.device_id in lines[0].getMessage()
+    assert sum(x.connection.takeovers.count for x in sinks) >= 3
 
 
 def test_installation_id_from_machine_id_else_kept_in_the_state_dir(tmp_path, caplog) -> None:
@@ -403,16 +404,23 @@ def test_a_stalled_stdin_pipe_makes_the_status_degraded(broker, subscriber, daem
     """Defect 9: a stdin pipe that stopped delivering stayed 'online'."""
     device = f"st{uuid.uuid4().hex[:6]}"
     cfg = write_config(tmp_path / "config.yaml", broker, device)
-    status = f"emotiond/{device}/status"
-    sub = subscriber(broker.host, broker.port, status)
+    # degraded lives on the retained problem topic; status says only online/offline (docs/mqtt.md)
+    status, problem = f"emotiond/{device}/status", f"emotiond/{device}/problem"
+    sub = subscriber(broker.host, broker.port, f"emotiond/{device}/+")
+
+    def last(ms: list[Received], topic: str) -> list[Received]:
+        return [m for m in ms if m.topic == topic][-1:]
+
     d = DaemonProcess(cfg, model_path, "--set", "source.stall_s=1")
     daemons.append(d)
-    sub.wait_for(lambda ms: any(m.text == "online" for m in ms), timeout=30)
+    sub.wait_for(lambda ms: any(m.topic == status and m.text == "online" for m in ms), timeout=30)
     d.feeding.clear()
-    sub.wait_for(lambda ms: ms[-1].text == "degraded", timeout=10)
+    degraded = sub.wait_for(lambda ms: any(m.json()["problem"] for m in last(ms, problem)), timeout=10)
+    assert "no audio from stdin" in last(degraded, problem)[0].json()["reason"]
     assert "no audio from stdin" in d.wait_log("degraded:")
+    assert [m.text for m in last(degraded, status)] == ["online"]
     d.feeding.set()
-    sub.wait_for(lambda ms: ms[-1].text == "online", timeout=10)
+    sub.wait_for(lambda ms: any(not m.json()["problem"] for m in last(ms, problem)), timeout=10)
     assert d.stop() == 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from emotiond.daemon.assembly import load_model
 from emotiond.daemon.config import load_settings
 from emotiond.daemon.service import Daemon
 from emotiond.daemon.sources import DeviceLost
@@ -104,19 +105,18 @@ def test_frozen_processing_loop_stops_the_watchdog(notify_socket, speech_scene, 
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.path)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     settings = load_settings(None, ["mqtt.enabled=false", f"model.path={model_path}"], environ={})
-    daemon = Daemon(settings, source=PacedSource(speech_scene[0]))
-    daemon.start()
     release = threading.Event()
-    real = daemon.pipeline.model
+    real = load_model(settings)
 
-    class Hanging:
-        labels = real.labels
+    class Hanging:  # the real model, injected behind a stuck inference
+        labels, info, path, runtime = real.labels, real.info, real.path, real.runtime
 
         def predict(self, window):
             release.wait(30)  # a stuck inference
             return real.predict(window)
 
-    daemon.pipeline.model = Hanging()
+    daemon = Daemon(settings, source=PacedSource(speech_scene[0]), model=Hanging())
+    daemon.start()
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
@@ -143,11 +143,11 @@ def test_lost_source_goes_degraded_then_online(speech_scene, model_path) -> None
         def publish_health(self, p): pass
         def close(self, t): pass
         def set_status(self, s, reason=None): statuses.append(s)
+        def stats(self): return {}
 
     source = PacedSource(speech_scene[0][: SR * 3], fail_at_block=5)
-    daemon = Daemon(settings, source=source)
+    daemon = Daemon(settings, source=source, sinks=[Recorder()])
     daemon.start()
-    daemon.sinks.append(Recorder())
     assert daemon.run() == 0
     assert statuses[:2] == ["degraded", "online"], statuses
     assert source.opened == 2
@@ -272,6 +272,7 @@ def test_microphone_retries_report_degraded_once_with_health_on_each_change(spee
         def publish_health(self, p): calls.append(("health", p["status"], p["rss_mb"], p["peak_rss_mb"]))
         def close(self, t): pass
         def set_status(self, s, reason=None): calls.append(("status", s, reason))
+        def stats(self): return {}
 
     class LateMic(PacedSource):
         def open(self) -> None:
@@ -280,15 +281,14 @@ def test_microphone_retries_report_degraded_once_with_health_on_each_change(spee
                 raise SourceError("mic: no input device matches 'usb'")
 
     source = LateMic(speech_scene[0][: SR * 2])
-    daemon = Daemon(settings, source=source)
+    daemon = Daemon(settings, source=source, sinks=[Recorder()])  # MQTT is off: only the recorder
     daemon.start()
-    daemon.sinks = [Recorder()]  # MQTT is off: start() built none
-    daemon.pipeline.sinks = list(daemon.sinks)
     assert daemon.run() == 0
     assert source.opened == 7
     statuses = [c[1:] for c in calls if c[0] == "status"]
     assert statuses == [("degraded", "waiting for the microphone: mic: no input device matches 'usb'"),
                         ("online", None)]
     health = [c for c in calls if c[0] == "health"]
-    assert [h[1] for h in health] == ["degraded", "online"]  # one per change; the first long before 60 s
+    # one at start (the injected recorder hears it too), then one per change; all long before 60 s
+    assert [h[1] for h in health] == ["online", "degraded", "online"]
     assert all(h[2] is not None and 0 < h[2] <= h[3] for h in health)  # rss now ≤ peak

@@ -78,8 +78,8 @@ def cmd_probe(args: list[str]) -> int:
     from importlib import metadata
 
     import numpy as np
+    from emotiond.daemon.assembly import load_model, window_params
     from emotiond.daemon.config import load_settings
-    from emotiond.daemon.service import load_model, window_params
     from emotiond.dsp.audio import load_mono_16k
     from emotiond.dsp.frontend import clip_windows
 
