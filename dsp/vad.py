@@ -97,7 +97,7 @@ class VoiceActivitySegmenter:
 
     def push(self, chunk: np.ndarray) -> list[Span]:
         chunk = np.asarray(chunk, dtype=np.float64)
-        spans: list[Span] = []
+        spans: list[list] = []
         have = self._n_pending + len(chunk)
         if have > len(self._pending):
             grown = np.zeros(max(have, 2 * len(self._pending)), dtype=np.float64)
@@ -107,7 +107,7 @@ class VoiceActivitySegmenter:
         n = have // self.frame_len
         if n == 0:
             self._n_pending = have
-            return spans
+            return []
         used = n * self.frame_len
         # One conversion for the whole block into buffers kept between calls;
         # the per-frame loop hands webrtcvad views of it.
@@ -129,7 +129,7 @@ class VoiceActivitySegmenter:
             self._step(bool(voiced), spans)
         self._n_pending = have - used
         self._pending[: self._n_pending] = self._pending[used:have]
-        return spans
+        return self._spans(spans)
 
     def _pcm16(self, samples: np.ndarray) -> memoryview:
         """``pcm16(samples)`` written into buffers reused from block to block, as bytes."""
@@ -137,22 +137,32 @@ class VoiceActivitySegmenter:
         if len(self._scratch) < n:
             self._scratch = np.zeros(n, dtype=np.float64)
             self._pcm = np.zeros(n, dtype="<i2")
-        scaled = np.clip(samples, -1.0, 1.0, out=self._scratch[:n])
-        np.multiply(scaled, 32767.0, out=scaled)
-        self._pcm[:n] = scaled  # truncates towards zero, as astype does
-        return memoryview(self._pcm[:n]).cast("B")
+        # clip(x, -1, 1) * 32767 == clip(x * 32767, -32767, 32767); ufuncs with ``out``
+        # and the cast in the last one (truncating towards zero, as astype does).
+        scaled = np.multiply(samples, 32767.0, out=self._scratch[:n])
+        np.minimum(scaled, 32767.0, out=scaled)
+        pcm = np.maximum(scaled, -32767.0, out=self._pcm[:n], casting="unsafe")
+        return memoryview(pcm).cast("B")
 
-    def _emit(self, spans: list[Span], until: int, speech: bool) -> None:
+    def _emit(self, spans: list[list], until: int, speech: bool) -> None:
+        """Decide up to ``until``: extend the last ``[start, end, speech, segment]`` or start one.
+
+        Plain lists while a push runs, one ``Span`` per stretch at its end (``_spans``):
+        per 30 ms frame, building frozen dataclasses cost more than the decisions.
+        """
         if until > self._decided:
             segment = self._segment_id if speech else -1
-            last = spans[-1] if spans else None
-            if last is not None and last.end == self._decided and last.speech == speech and last.segment == segment:
-                spans[-1] = Span(last.start, until, speech, segment)  # one span per stretch and push, not per frame
+            if spans and spans[-1][2] == speech and spans[-1][3] == segment:
+                spans[-1][1] = until
             else:
-                spans.append(Span(self._decided, until, speech, segment))
+                spans.append([self._decided, until, speech, segment])
             self._decided = until
 
-    def _step(self, voiced: bool, spans: list[Span]) -> None:
+    @staticmethod
+    def _spans(raw: list[list]) -> list[Span]:
+        return [Span(*r) for r in raw]
+
+    def _step(self, voiced: bool, spans: list[list]) -> None:
         fl = self.frame_len
         frame_start = self._frames_seen * fl
         self._frames_seen += 1
@@ -186,11 +196,11 @@ class VoiceActivitySegmenter:
 
     def flush(self) -> list[Span]:
         """Decide everything pushed so far, at the end of the input; push nothing after."""
-        spans: list[Span] = []
+        spans: list[list] = []
         total = self._frames_seen * self.frame_len + self._n_pending
         if self._triggered:
             end = min(total, self._last_voiced_end + self._pad)
             self._emit(spans, end, speech=True)
             self._triggered = False
         self._emit(spans, total, speech=False)
-        return spans
+        return self._spans(spans)
