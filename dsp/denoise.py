@@ -114,6 +114,11 @@ class SpectralGate:
         self._ring_pos = (self._ring_pos + n) % self._ring_len
 
     @property
+    def delay_frames(self) -> int:
+        """How many frames ``apply`` holds back in the open segment (0 when it passes frames through)."""
+        return self.lag_frames if self._thresh is not None else 0
+
+    @property
     def profile_frames(self) -> int:
         """How many of the most recent non-speech frames the profile holds at most."""
         return self._ring_len

@@ -153,6 +153,7 @@ class Frontend:
         self._next_frame = 0  # index of the first frame not yet routed
         self._utt: _Utterance | None = None
         self._gated_index = 0  # frame index of the next frame the gate returns
+        self._speech_from = 0  # first speech frame of the open segment not yet gated
         self._unlearned: list[list[int]] = []  # non-speech frame ranges [first, end) not yet in the profile
         self._n_unlearned = 0
         self.samples_seen = 0
@@ -160,7 +161,7 @@ class Frontend:
     def push(self, chunk: np.ndarray) -> list[FrontendEvent]:
         """Process float samples (16 kHz mono, any length); return what they completed."""
         chunk = np.asarray(chunk, dtype=np.float64)
-        keep_from = self._next_frame * self.cfg.hop_length
+        keep_from = (self._next_frame if self._utt is None else self._speech_from) * self.cfg.hop_length
         if self._unlearned:
             keep_from = self._unlearned[0][0] * self.cfg.hop_length
             if not self._audio.fits(len(chunk), keep_from):
@@ -244,12 +245,31 @@ class Frontend:
         if self._utt is None:
             start = self._next_frame * self.cfg.hop_length
             self._utt = _Utterance(span.segment, start, self.window, self.cfg.n_mels)
-            self._gated_index = self._next_frame
+            self._gated_index = self._speech_from = self._next_frame
             self._learn()
             self.gate.begin_segment()
             events.append(SegmentStart(span.segment, start))
-        power = self.spectrum.power(self._audio.frames(self._next_frame, n, self.cfg))
-        self._add_gated(self.gate.apply(power), events)
+        # Gating and log-mel wait until a window is due (or the segment ends): each
+        # frame's result is the same either way, the window comes out in the same
+        # push, and one batch per window hop costs fewer numpy calls than one per block.
+        upto = self._next_frame + n
+        would_leave_gate = upto - self._utt.start_sample // self.cfg.hop_length - self.gate.delay_frames
+        if would_leave_gate >= self._window_due(self._utt):
+            self._gate_speech(upto, events)
+
+    def _gate_speech(self, upto: int, events: list[FrontendEvent]) -> None:
+        """Spectra, gate and log-mel of the open segment's frames ``_speech_from … upto - 1``."""
+        if upto > self._speech_from:
+            power = self.spectrum.power(self._audio.frames(self._speech_from, upto - self._speech_from, self.cfg))
+            self._speech_from = upto
+            self._add_gated(self.gate.apply(power), events)
+
+    def _window_due(self, utt: _Utterance) -> int:
+        """The frame count at which the next window is due: window_frames, then every hop_frames."""
+        w = self.window
+        if utt.n_frames < w.window_frames:
+            return w.window_frames
+        return utt.n_frames + w.hop_frames - (utt.n_frames - w.window_frames) % w.hop_frames
 
     def _add_gated(self, gated: np.ndarray, events: list[FrontendEvent]) -> None:
         """Log-mel of the gated frames, appended in stretches that end where a window is due."""
@@ -257,13 +277,11 @@ class Frontend:
         assert utt is not None
         if len(gated) == 0:
             return
-        w, cfg = self.window, self.cfg
+        cfg = self.cfg
         mel = self.spectrum.log_mel(gated)
         i = 0
         while i < len(mel):
-            # the next frame count at which a window is due: window_frames, then every hop_frames
-            due = w.window_frames if utt.n_frames < w.window_frames else (
-                utt.n_frames + w.hop_frames - (utt.n_frames - w.window_frames) % w.hop_frames)
+            due = self._window_due(utt)
             k = min(len(mel) - i, due - utt.n_frames)
             utt.extend(mel[i : i + k])
             i += k
@@ -283,6 +301,7 @@ class Frontend:
         utt = self._utt
         assert utt is not None
         events: list[FrontendEvent] = []
+        self._gate_speech(self._next_frame, events)  # every routed frame of the segment
         self._add_gated(self.gate.end_segment(), events)
         w = self.window
         if utt.n_windows == 0:
