@@ -90,7 +90,6 @@ class SpectralGate:
         self._masks = np.zeros((64 + 2 * self.lag_frames, cfg.n_bins))
         self._n_powers = 0
         self._n_masks = 0
-        self._time_matrix = np.zeros((0, 0))
         self._started = False
 
     @property
@@ -159,23 +158,16 @@ class SpectralGate:
         rows[:, h : h + bins] = raw
         return np.convolve(rows.ravel(), self._f_kernel, mode="same").reshape(rows.shape)[:, h : h + bins]
 
-    def _time_weights(self, n_out: int) -> np.ndarray:
-        """Band matrix ``(n_out, n_out + 2 * lag)``: row ``i`` holds the time kernel at columns ``i … i + 2 * lag``."""
-        if self._time_matrix.shape[0] < n_out:
-            size = max(n_out, 2 * self._time_matrix.shape[0], 32)
-            taps = len(self._t_kernel)
-            m = np.zeros((size, size + taps - 1))
-            for tap, weight in enumerate(self._t_kernel):
-                m += weight * np.eye(size, size + taps - 1, k=tap)
-            self._time_matrix = m
-        return self._time_matrix[:n_out, : n_out + len(self._t_kernel) - 1]
-
     def _release(self, n_out: int) -> np.ndarray:
         """Powers of the oldest ``n_out`` frames times their time-smoothed masks, squared."""
         if n_out == 0:
             return np.zeros((0, self.cfg.n_bins))
-        # centred: frame i sees masks i-lag … i+lag, all in one matrix product
-        smoothed = self._time_weights(n_out) @ self._masks[: n_out + 2 * self.lag_frames]
+        # Centred: frame i sees masks i-lag … i+lag. Shift-and-add, not a matrix product:
+        # OpenBLAS runs products above ~262k multiply-adds on a second thread that then
+        # spins, and a paced daemon paid for that spinning at every block (docs/performance.md).
+        smoothed = np.zeros((n_out, self.cfg.n_bins))
+        for tap, weight in enumerate(self._t_kernel):
+            smoothed += weight * self._masks[tap : tap + n_out]
         out = self._powers[:n_out] * smoothed * smoothed
         self._n_powers = _drop_front(self._powers, self._n_powers, n_out)
         self._n_masks = _drop_front(self._masks, self._n_masks, n_out)
