@@ -231,7 +231,7 @@ def pipeline_pass(settings: Any, model: Any, signal: np.ndarray, split: bool = F
     acc: dict[str, float] = {}
     if split:
         fe = pipe.frontend
-        for obj, name, key in ((fe.vad, "push", "vad"), (fe.framer, "push", "framing"),
+        for obj, name, key in ((fe.vad, "push", "vad"), (fe._audio, "write", "buffering"),
                                (fe.spectrum, "power", "fft_power"), (fe.spectrum, "log_mel", "log_mel"),
                                (fe.gate, "learn", "denoise_learn"), (fe.gate, "apply", "denoise_apply"),
                                (fe.gate, "end_segment", "denoise_apply")):
@@ -384,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path, help="also write the markdown table here")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--live", action="store_true",
+                   help="paced mode only: the daemon process on recordings played in real time (see bench/live.py); "
+                        "adds a 'live' section to --out, keeping the fast-mode figures already there")
+    p.add_argument("--live-seconds", type=float, default=120.0, help="length of each live recording (s)")
+    p.add_argument("--live-runs", type=int, default=3, help="live runs per recording (median reported)")
     args = p.parse_args(argv)
 
     import soundfile as sf
@@ -409,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     signal, spans = audio.scene(items, rng)
     res["audio"] = {"description": desc, "seconds": len(signal) / audio.SR, "clips": len(items),
                     "speech_s": sum(e - s for s, e, _ in spans) / audio.SR}
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.live:
+        return live_main(args, items, desc, previous)
     print(f"bench: {res['audio']['seconds']:.1f} s of audio ({desc})", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="emotiond-bench-") as tmp:
@@ -458,9 +466,36 @@ def main(argv: list[str] | None = None) -> int:
     res["verdicts"] = verdicts(res)
     res["machine"]["loadavg_end"] = list(os.getloadavg())
     res["bench_wall_s"] = time.perf_counter() - t_start
+    if "live" in previous:  # the paced figures of the last --live run stay beside the new fast ones
+        res["live"] = previous["live"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
     md = markdown(res)
+    if "live" in res:
+        from .live import markdown as live_markdown
+
+        md += "\n" + live_markdown(res["live"], res["pipeline"])
+    print(md)
+    if args.markdown:
+        args.markdown.write_text(md)
+    return 0
+
+
+def live_main(args: argparse.Namespace, items: list[Any], desc: str, previous: dict[str, Any]) -> int:
+    """``--live``: paced daemon runs; the result goes under ``live`` in ``--out``, beside the fast-mode figures."""
+    from .live import live
+    from .live import markdown as live_markdown
+
+    seconds = 20.0 if args.quick and args.live_seconds == 120.0 else args.live_seconds
+    runs = 1 if args.quick and args.live_runs == 3 else args.live_runs
+    print(f"bench live: {runs} × 2 paced runs of {seconds:.0f} s …", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="emotiond-bench-live-") as tmp:
+        res = live(items, desc, seconds, runs, args.overrides, Path(tmp), args.seed, log=sys.stderr)
+    res["machine"] = machine()
+    out = {**previous, "live": res}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
+    md = live_markdown(res, previous.get("pipeline"))
     print(md)
     if args.markdown:
         args.markdown.write_text(md)

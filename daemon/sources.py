@@ -104,6 +104,9 @@ class ArraySource:
         pass
 
 
+READ_AHEAD_BLOCKS = 10
+
+
 class FileSource:
     """Any file libsndfile reads (WAV, FLAC, OGG/Opus, …), any rate and channel count."""
 
@@ -139,7 +142,11 @@ class FileSource:
     def blocks(self) -> Iterator[np.ndarray]:
         assert self._file is not None, "open() first"
         rate = self._file.samplerate
-        frames = max(1, rate * self.block_ms // 1000)
+        block = max(1, SAMPLE_RATE * self.block_ms // 1000)
+        # Read (and convert) READ_AHEAD_BLOCKS blocks at a time, then hand them out
+        # one by one: per-call overhead, paid ten times a second while paced, was
+        # most of what reading a file cost (see docs/performance.md, live mode).
+        frames = max(1, rate * self.block_ms // 1000) * READ_AHEAD_BLOCKS
         resample = _Resampler(rate)
         t0 = time.monotonic()
         emitted = 0
@@ -151,8 +158,8 @@ class FileSource:
                 where = f"after {emitted / SAMPLE_RATE:.1f} s"
                 raise SourceError(f"{self.path}: read failed {where} ({_short(exc)})") from None
             last = len(data) < frames
-            out = sanitize(resample(to_mono(data), last=last))
-            if len(out):
+            read = sanitize(resample(to_mono(data), last=last))
+            for out in np.array_split(read, max(1, round(len(read) / block))) if len(read) else ():
                 if self.realtime:
                     due = t0 + (emitted + len(out)) / SAMPLE_RATE / self.speed
                     delay = due - time.monotonic()

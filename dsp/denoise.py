@@ -56,19 +56,6 @@ def smoothing_kernels(params: GateParams, cfg: FeatureConfig = FEATURES) -> tupl
     return f / f.sum(), t / t.sum()
 
 
-def convolution_matrix(kernel: np.ndarray, size: int) -> np.ndarray:
-    """Band matrix ``M`` with ``x @ M == np.convolve(x, kernel, mode='same')`` for an odd kernel.
-
-    A matrix product rather than scipy.ndimage: importing scipy.ndimage costs the
-    daemon ~28 MB and ~0.4 s of start-up (measured by bench/), for no speed gain.
-    """
-    half = len(kernel) // 2
-    m = np.zeros((size, size))
-    for offset, weight in enumerate(kernel):
-        m += weight * np.eye(size, k=offset - half)
-    return m
-
-
 class SpectralGate:
     """Stationary spectral gate over the power-spectrum frames of speech segments.
 
@@ -92,11 +79,17 @@ class SpectralGate:
         self._sum = np.zeros(cfg.n_bins)
         self._sumsq = np.zeros(cfg.n_bins)
         f_kernel, self._t_kernel = smoothing_kernels(params, cfg)
-        self._freq_matrix = convolution_matrix(f_kernel, cfg.n_bins)
+        self._f_kernel = f_kernel
+        self._f_half = len(f_kernel) // 2
+        self._f_rows = np.zeros((16, cfg.n_bins + 2 * self._f_half))  # rows of zeros | mask | zeros
         self.lag_frames = len(self._t_kernel) // 2
         self._thresh: np.ndarray | None = None
-        self._powers = np.zeros((0, cfg.n_bins))
-        self._masks = np.zeros((0, cfg.n_bins))
+        # The delay line: powers and masks of frames not yet released, in
+        # buffers written in place (``_n`` rows used) rather than re-concatenated per block.
+        self._powers = np.zeros((64, cfg.n_bins))
+        self._masks = np.zeros((64 + 2 * self.lag_frames, cfg.n_bins))
+        self._n_powers = 0
+        self._n_masks = 0
         self._started = False
 
     @property
@@ -119,6 +112,16 @@ class SpectralGate:
         self._ring_n = min(self._ring_len, self._ring_n + n)
         self._ring_pos = (self._ring_pos + n) % self._ring_len
 
+    @property
+    def delay_frames(self) -> int:
+        """How many frames ``apply`` holds back in the open segment (0 when it passes frames through)."""
+        return self.lag_frames if self._thresh is not None else 0
+
+    @property
+    def profile_frames(self) -> int:
+        """How many of the most recent non-speech frames the profile holds at most."""
+        return self._ring_len
+
     def threshold(self) -> np.ndarray | None:
         """Per-bin dB threshold ``mean + n_std * std`` of the profile, or None before one exists."""
         if not self.has_profile:
@@ -129,28 +132,50 @@ class SpectralGate:
 
     def begin_segment(self) -> None:
         self._thresh = self.threshold() if self.params.enabled else None
-        self._powers = np.zeros((0, self.cfg.n_bins))
-        self._masks = np.zeros((0, self.cfg.n_bins))
+        self._n_powers = 0
+        self._n_masks = 0
         self._started = False
 
     def _frame_masks(self, power_frames: np.ndarray) -> np.ndarray:
         db = 10.0 * np.log10(power_frames + 1e-12)
         p = self.params.prop_decrease
-        raw = (db > self._thresh).astype(np.float64) * p + (1.0 - p)
-        # 'same' zero-padded convolution along frequency, like noisereduce's fftconvolve
-        return raw @ self._freq_matrix
+        # the same two values ``cond * p + (1 - p)`` takes, in one call
+        raw = np.where(db > self._thresh, 1.0 * p + (1.0 - p), 0.0 * p + (1.0 - p))
+        return self._smooth_frequency(raw)
+
+    def _smooth_frequency(self, raw: np.ndarray) -> np.ndarray:
+        """'same' zero-padded convolution of each row along frequency, like noisereduce's fftconvolve.
+
+        All rows in one ``np.convolve`` call: they lie in one flat buffer, each
+        between ``len(kernel) // 2`` zeros on either side, so no row sees another.
+        One small call per block instead of a 257 × 257 band-matrix product,
+        whose half-megabyte matrix had to come back into cache at every block.
+        """
+        n, h, bins = len(raw), self._f_half, self.cfg.n_bins
+        if len(self._f_rows) < n:
+            self._f_rows = np.zeros((max(n, 2 * len(self._f_rows)), bins + 2 * h))
+        rows = self._f_rows[:n]
+        rows[:, h : h + bins] = raw
+        return np.convolve(rows.ravel(), self._f_kernel, mode="same").reshape(rows.shape)[:, h : h + bins]
 
     def _release(self, n_out: int) -> np.ndarray:
         """Powers of the oldest ``n_out`` frames times their time-smoothed masks, squared."""
         if n_out == 0:
             return np.zeros((0, self.cfg.n_bins))
+        # Centred: frame i sees masks i-lag … i+lag. Shift-and-add, not a matrix product:
+        # OpenBLAS runs products above ~262k multiply-adds on a second thread that then
+        # spins, and a paced daemon paid for that spinning at every block (docs/performance.md).
         smoothed = np.zeros((n_out, self.cfg.n_bins))
-        for tap, weight in enumerate(self._t_kernel):  # centred: frame i sees masks i-lag … i+lag
+        for tap, weight in enumerate(self._t_kernel):
             smoothed += weight * self._masks[tap : tap + n_out]
         out = self._powers[:n_out] * smoothed * smoothed
-        self._powers = self._powers[n_out:]
-        self._masks = self._masks[n_out:]
+        self._n_powers = _drop_front(self._powers, self._n_powers, n_out)
+        self._n_masks = _drop_front(self._masks, self._n_masks, n_out)
         return out
+
+    def _append(self, powers: np.ndarray, masks: np.ndarray) -> None:
+        self._powers, self._n_powers = _put(self._powers, self._n_powers, powers)
+        self._masks, self._n_masks = _put(self._masks, self._n_masks, masks)
 
     def apply(self, power_frames: np.ndarray) -> np.ndarray:
         """Gate speech frames; returns the frames that left the delay line."""
@@ -160,17 +185,35 @@ class SpectralGate:
             return np.zeros((0, self.cfg.n_bins))
         masks = self._frame_masks(power_frames)
         if not self._started:
-            masks = np.concatenate([np.repeat(masks[:1], self.lag_frames, axis=0), masks])
+            self._append(power_frames[:0], np.repeat(masks[:1], self.lag_frames, axis=0))
             self._started = True
-        self._masks = np.concatenate([self._masks, masks])
-        self._powers = np.concatenate([self._powers, power_frames])
-        n_out = max(0, len(self._masks) - 2 * self.lag_frames)
+        self._append(power_frames, masks)
+        n_out = max(0, self._n_masks - 2 * self.lag_frames)
         return self._release(n_out)
 
     def end_segment(self) -> np.ndarray:
         """Frames still in the delay line when the segment closes."""
-        if self._thresh is None or len(self._powers) == 0:
+        if self._thresh is None or self._n_powers == 0:
             return np.zeros((0, self.cfg.n_bins))
-        pad = np.repeat(self._masks[-1:], self.lag_frames, axis=0)
-        self._masks = np.concatenate([self._masks, pad])
-        return self._release(len(self._powers))
+        last = self._masks[self._n_masks - 1 : self._n_masks]
+        self._append(self._powers[:0], np.repeat(last, self.lag_frames, axis=0))
+        return self._release(self._n_powers)
+
+
+def _put(buf: np.ndarray, used: int, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """Write ``rows`` after the first ``used`` rows of ``buf``, growing it when full; the buffer and its new length."""
+    end = used + len(rows)
+    if end > len(buf):
+        grown = np.zeros((max(end, 2 * len(buf)), buf.shape[1]))
+        grown[:used] = buf[:used]
+        buf = grown
+    buf[used:end] = rows
+    return buf, end
+
+
+def _drop_front(buf: np.ndarray, used: int, n: int) -> int:
+    """Remove the first ``n`` of ``used`` rows by moving the rest to the front; the new length."""
+    rest = used - n
+    if rest > 0:
+        buf[:rest] = buf[n:used]
+    return max(rest, 0)

@@ -6,11 +6,17 @@ daemon feeds it: same VAD decisions, same noise gate, same log-mel, same
 normalisation and padding. Feeding a clip whole or in 10 ms chunks gives the
 same windows (see ``tests/test_frontend.py``).
 
-Flow per ``push``: complete 25 ms frames get their power spectrum at once;
-they wait until the VAD has decided the sample at their centre; non-speech
-frames teach the noise gate, speech frames are gated, turned to log-mel and
+Flow per ``push``: samples go into one buffer written in place; the VAD
+decides; frames whose centre is decided are routed in runs of one label.
+Speech runs get their power spectrum, are gated, turned to log-mel and
 appended to the current utterance; every ``hop_frames`` a window of the last
-``window_frames`` frames is emitted.
+``window_frames`` frames is emitted. Non-speech frames only teach the noise
+gate, and lazily: their spectra are computed in one batch when a segment
+starts (or before their samples leave the buffer), and only for the
+``profile_s`` worth of them the gate's profile can hold. A live daemon hearing
+no speech so pays for little more than the VAD (see docs/performance.md).
+The lazy profile learns exactly the frames the eager one would, so windows
+are unchanged (``tests/test_frontend.py`` checks against an eager reference).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 
 from .adapt import PerWindowMean, SegmentStats, WindowNormaliser
 from .denoise import GateParams, SpectralGate
-from .features import FEATURES, FeatureConfig, Spectrum, StreamingFramer
+from .features import FEATURES, FeatureConfig, Spectrum, frame_count, frames_at
 from .vad import Span, VadParams, VoiceActivitySegmenter
 
 
@@ -83,17 +89,49 @@ class _Utterance:
         self.end_sample = start_sample
         self.stats = SegmentStats(total=np.zeros(n_mels), total_sq=np.zeros(n_mels))
 
-    def append(self, frame: np.ndarray) -> None:
-        if self._len == len(self._buf):
+    def extend(self, frames: np.ndarray) -> None:
+        self.n_frames += len(frames)
+        frames = frames[-self.window.window_frames :]  # only the last window's worth is ever read
+        n = len(frames)
+        if self._len + n > len(self._buf):
             keep = self.window.window_frames
-            self._buf[:keep] = self._buf[-keep:]
+            self._buf[:keep] = self._buf[self._len - keep : self._len]
             self._len = keep
-        self._buf[self._len] = frame
-        self._len += 1
-        self.n_frames += 1
+        self._buf[self._len : self._len + n] = frames
+        self._len += n
 
     def recent(self) -> np.ndarray:
         return self._buf[max(0, self._len - self.window.window_frames) : self._len]
+
+
+class _AudioBuffer:
+    """The stream's recent samples, written in place; old ones are dropped only when space runs out."""
+
+    def __init__(self, seconds: float, sample_rate: int) -> None:
+        self._buf = np.zeros(int(seconds * sample_rate), dtype=np.float64)
+        self.start = 0  # stream index of _buf[0]
+        self.end = 0  # stream index one past the last sample
+
+    def fits(self, n: int, keep_from: int | None = None) -> bool:
+        """Whether ``n`` more samples fit, keeping those from ``keep_from`` on (all when None)."""
+        first = self.start if keep_from is None else max(min(keep_from, self.end), self.start)
+        return self.end - first + n <= len(self._buf)
+
+    def write(self, chunk: np.ndarray, keep_from: int) -> None:
+        """Append ``chunk``; when full, forget samples before ``keep_from`` first (and grow if still short)."""
+        n = len(chunk)
+        if not self.fits(n):
+            keep_from = min(max(keep_from, self.start), self.end)
+            kept = self.end - keep_from
+            buf = self._buf if kept + n <= len(self._buf) else np.zeros(max(kept + n, 2 * len(self._buf)))
+            buf[:kept] = self._buf[keep_from - self.start : self.end - self.start]
+            self._buf, self.start = buf, keep_from
+        self._buf[self.end - self.start : self.end - self.start + n] = chunk
+        self.end += n
+
+    def frames(self, first: int, n: int, cfg: FeatureConfig) -> np.ndarray:
+        """Frames ``first … first + n - 1`` (stream frame indices) as a view."""
+        return frames_at(self._buf[: self.end - self.start], first * cfg.hop_length - self.start, n, cfg)
 
 
 class Frontend:
@@ -111,23 +149,31 @@ class Frontend:
         self.window = window
         self.normaliser: WindowNormaliser = normaliser if normaliser is not None else PerWindowMean()
         self.spectrum = Spectrum(cfg)
-        self.framer = StreamingFramer(cfg)
         self.vad = VoiceActivitySegmenter(vad, cfg.sample_rate)
         self.gate = SpectralGate(gate, cfg)
+        # Holds the undecided audio (≤ ~0.5 s) plus the non-speech frames the
+        # profile has not learned yet (≤ profile_s), with room to spare.
+        self._audio = _AudioBuffer(gate.profile_s + 5.0, cfg.sample_rate)
         self._spans: deque[Span] = deque()
-        self._pending_power: deque[np.ndarray] = deque()  # blocks of (n, n_bins)
-        self._next_frame = 0  # index of the first frame in _pending_power
+        self._next_frame = 0  # index of the first frame not yet routed
         self._utt: _Utterance | None = None
         self._gated_index = 0  # frame index of the next frame the gate returns
+        self._speech_from = 0  # first speech frame of the open segment not yet gated
+        self._unlearned: list[list[int]] = []  # non-speech frame ranges [first, end) not yet in the profile
+        self._n_unlearned = 0
         self.samples_seen = 0
 
     def push(self, chunk: np.ndarray) -> list[FrontendEvent]:
         """Process float samples (16 kHz mono, any length); return what they completed."""
         chunk = np.asarray(chunk, dtype=np.float64)
+        keep_from = (self._next_frame if self._utt is None else self._speech_from) * self.cfg.hop_length
+        if self._unlearned:
+            keep_from = self._unlearned[0][0] * self.cfg.hop_length
+            if not self._audio.fits(len(chunk), keep_from):
+                self._learn()  # no room to keep them: learn from those samples while they are here
+                keep_from = self._next_frame * self.cfg.hop_length
+        self._audio.write(chunk, keep_from)
         self.samples_seen += len(chunk)
-        frames = self.framer.push(chunk)
-        if len(frames):
-            self._pending_power.append(self.spectrum.power(frames))
         self._spans.extend(self.vad.push(chunk))
         return self._drain(final=False)
 
@@ -141,74 +187,113 @@ class Frontend:
 
     # -- internals ---------------------------------------------------------
 
-    def _frame_centre(self, index: int) -> int:
-        return index * self.cfg.hop_length + self.cfg.frame_length // 2
-
     def _drain(self, final: bool) -> list[FrontendEvent]:
+        """Route every complete frame whose centre the VAD has decided (all of them when ``final``)."""
+        cfg = self.cfg
+        end = frame_count(self.samples_seen, cfg)
+        if not final:
+            # frame t is decided once t * hop + frame_length // 2 < decided_until
+            end = min(end, max(0, -((cfg.frame_length // 2 - self.vad.decided_until) // cfg.hop_length)))
         events: list[FrontendEvent] = []
-        decided = self.vad.decided_until
-        while self._pending_power:
-            block = self._pending_power[0]
-            # How many frames of this block have their centre decided?
-            n_ready = 0
-            while n_ready < len(block) and (final or self._frame_centre(self._next_frame + n_ready) < decided):
-                n_ready += 1
-            if n_ready == 0:
-                break
-            self._label_and_route(block[:n_ready], events)
-            if n_ready == len(block):
-                self._pending_power.popleft()
-            else:
-                self._pending_power[0] = block[n_ready:]
-                break
+        if end > self._next_frame:
+            self._route(end, events)
         return events
 
-    def _label_and_route(self, powers: np.ndarray, events: list[FrontendEvent]) -> None:
-        """Split consecutive frames into runs of one label and route each run."""
-        i = 0
-        while i < len(powers):
-            centre = self._frame_centre(self._next_frame)
+    def _route(self, end: int, events: list[FrontendEvent]) -> None:
+        """Split frames ``_next_frame … end - 1`` into runs of one label and route each run."""
+        hop, half = self.cfg.hop_length, self.cfg.frame_length // 2
+        while self._next_frame < end:
+            centre = self._next_frame * hop + half
             while self._spans and self._spans[0].end <= centre:
                 self._spans.popleft()
             span = self._spans[0] if self._spans else Span(centre, centre + 1, False)
             # frames of this run: all whose centre lies inside the span
-            last_centre = span.end - 1
-            n = min(len(powers) - i, (last_centre - centre) // self.cfg.hop_length + 1)
-            run = powers[i : i + n]
+            n = min(end - self._next_frame, (span.end - 1 - centre) // hop + 1)
             if span.speech:
-                self._speech(run, span, events)
+                self._speech(n, span, events)
             else:
                 if self._utt is not None:
                     events.extend(self._close())
-                self.gate.learn(run)
+                self._note_non_speech(n)
             self._next_frame += n
-            i += n
 
-    def _speech(self, run: np.ndarray, span: Span, events: list[FrontendEvent]) -> None:
+    def _note_non_speech(self, n: int) -> None:
+        """Queue ``n`` non-speech frames for the noise profile, keeping only as many as it holds."""
+        first = self._next_frame
+        if self._unlearned and self._unlearned[-1][1] == first:
+            self._unlearned[-1][1] = first + n
+        else:
+            self._unlearned.append([first, first + n])
+        self._n_unlearned += n
+        excess = self._n_unlearned - self.gate.profile_frames
+        while excess > 0:  # older frames would only be evicted from the profile's ring again
+            run = self._unlearned[0]
+            drop = min(excess, run[1] - run[0])
+            run[0] += drop
+            excess -= drop
+            self._n_unlearned -= drop
+            if run[0] == run[1]:
+                self._unlearned.pop(0)
+
+    def _learn(self) -> None:
+        """Teach the gate the queued non-speech frames, oldest first, in one batch."""
+        if not self._unlearned:
+            return
+        frames = [self._audio.frames(a, b - a, self.cfg) for a, b in self._unlearned]
+        self.gate.learn(self.spectrum.power(frames[0] if len(frames) == 1 else np.concatenate(frames)))
+        self._unlearned = []
+        self._n_unlearned = 0
+
+    def _speech(self, n: int, span: Span, events: list[FrontendEvent]) -> None:
         if self._utt is not None and self._utt.segment != span.segment:
             events.extend(self._close())
         if self._utt is None:
             start = self._next_frame * self.cfg.hop_length
             self._utt = _Utterance(span.segment, start, self.window, self.cfg.n_mels)
-            self._gated_index = self._next_frame
+            self._gated_index = self._speech_from = self._next_frame
+            self._learn()
             self.gate.begin_segment()
             events.append(SegmentStart(span.segment, start))
-        self._add_gated(self.gate.apply(run), events)
+        # Gating and log-mel wait until a window is due (or the segment ends): each
+        # frame's result is the same either way, the window comes out in the same
+        # push, and one batch per window hop costs fewer numpy calls than one per block.
+        upto = self._next_frame + n
+        would_leave_gate = upto - self._utt.start_sample // self.cfg.hop_length - self.gate.delay_frames
+        if would_leave_gate >= self._window_due(self._utt):
+            self._gate_speech(upto, events)
+
+    def _gate_speech(self, upto: int, events: list[FrontendEvent]) -> None:
+        """Spectra, gate and log-mel of the open segment's frames ``_speech_from … upto - 1``."""
+        if upto > self._speech_from:
+            power = self.spectrum.power(self._audio.frames(self._speech_from, upto - self._speech_from, self.cfg))
+            self._speech_from = upto
+            self._add_gated(self.gate.apply(power), events)
+
+    def _window_due(self, utt: _Utterance) -> int:
+        """The frame count at which the next window is due: window_frames, then every hop_frames."""
+        w = self.window
+        if utt.n_frames < w.window_frames:
+            return w.window_frames
+        return utt.n_frames + w.hop_frames - (utt.n_frames - w.window_frames) % w.hop_frames
 
     def _add_gated(self, gated: np.ndarray, events: list[FrontendEvent]) -> None:
+        """Log-mel of the gated frames, appended in stretches that end where a window is due."""
         utt = self._utt
         assert utt is not None
         if len(gated) == 0:
             return
-        w = self.window
-        log_mel = self.spectrum.log_mel(gated)
-        utt.stats.add(log_mel)
-        for frame in log_mel:
-            utt.append(frame)
-            self._gated_index += 1
-            utt.end_sample = (self._gated_index - 1) * self.cfg.hop_length + self.cfg.frame_length
-            since = utt.n_frames - w.window_frames
-            if since >= 0 and since % w.hop_frames == 0:
+        cfg = self.cfg
+        mel = self.spectrum.log_mel(gated)
+        utt.stats.add(mel)
+        i = 0
+        while i < len(mel):
+            due = self._window_due(utt)
+            k = min(len(mel) - i, due - utt.n_frames)
+            utt.extend(mel[i : i + k])
+            i += k
+            self._gated_index += k
+            utt.end_sample = (self._gated_index - 1) * cfg.hop_length + cfg.frame_length
+            if utt.n_frames == due:
                 events.append(self._window(utt))
 
     def _window(self, utt: _Utterance) -> Window:
@@ -223,6 +308,7 @@ class Frontend:
         utt = self._utt
         assert utt is not None
         events: list[FrontendEvent] = []
+        self._gate_speech(self._next_frame, events)  # every routed frame of the segment
         self._add_gated(self.gate.end_segment(), events)
         w = self.window
         if utt.n_windows == 0:

@@ -72,7 +72,12 @@ class VoiceActivitySegmenter:
         self._pad = params.end_padding_ms * sample_rate // 1000
         self._max_len = int(params.max_segment_s * sample_rate)
         self._min_ms = (10 ** (params.min_rms_dbfs / 20)) ** 2
-        self._pending = np.zeros(0, dtype=np.float64)
+        # Samples of the incomplete frame carried to the next push, at the front of a
+        # buffer written in place (``_n_pending`` of them).
+        self._pending = np.zeros(8 * self.frame_len, dtype=np.float64)
+        self._n_pending = 0
+        self._scratch = np.zeros(0, dtype=np.float64)
+        self._pcm = np.zeros(0, dtype="<i2")
         self._frames_seen = 0
         self._ring: deque[bool] = deque(maxlen=self._start_n)
         self._triggered = False
@@ -91,34 +96,73 @@ class VoiceActivitySegmenter:
         return self._decided
 
     def push(self, chunk: np.ndarray) -> list[Span]:
-        self._pending = np.concatenate([self._pending, np.asarray(chunk, dtype=np.float64)])
-        spans: list[Span] = []
-        n = len(self._pending) // self.frame_len
+        chunk = np.asarray(chunk, dtype=np.float64)
+        spans: list[list] = []
+        have = self._n_pending + len(chunk)
+        if have > len(self._pending):
+            grown = np.zeros(max(have, 2 * len(self._pending)), dtype=np.float64)
+            grown[: self._n_pending] = self._pending[: self._n_pending]
+            self._pending = grown
+        self._pending[self._n_pending : have] = chunk
+        n = have // self.frame_len
         if n == 0:
-            return spans
-        frames = self._pending[: n * self.frame_len].reshape(n, self.frame_len)
-        # One conversion and one energy computation for the whole block; the
-        # per-frame loop only calls webrtcvad on byte slices.
-        energy = np.einsum("ij,ij->i", frames, frames) / self.frame_len
-        pcm = pcm16(frames.ravel())
+            self._n_pending = have
+            return []
+        used = n * self.frame_len
+        # One conversion for the whole block into buffers kept between calls;
+        # the per-frame loop hands webrtcvad views of it.
+        pcm = self._pcm16(self._pending[:used])
         step = 2 * self.frame_len
+        warm = self._warmup_frames - self._frames_seen  # frames of this block still in the warm-up
+        energy = None
         for i in range(n):
-            voiced = self._vad.is_speech(pcm[i * step : (i + 1) * step], self.sample_rate)
-            # webrtcvad's noise model starts from scratch and calls the first
-            # few frames of any stream speech, so its verdicts during a warm-up
-            # are ignored; an energy floor keeps digital silence and far-off hum
-            # out of the model.
-            voiced = voiced and self._frames_seen >= self._warmup_frames and energy[i] >= self._min_ms
+            # webrtcvad adapts its noise model on every frame it sees, so it sees
+            # all of them. Its model starts from scratch and calls the first few
+            # frames of any stream speech, so its verdicts during a warm-up are
+            # ignored; an energy floor keeps digital silence and far-off hum out.
+            voiced = self._vad.is_speech(pcm[i * step : (i + 1) * step], self.sample_rate) and i >= warm
+            if voiced:
+                if energy is None:  # only blocks with a voiced frame pay for the energies
+                    frames = self._pending[:used].reshape(n, self.frame_len)
+                    energy = np.einsum("ij,ij->i", frames, frames) / self.frame_len
+                voiced = energy[i] >= self._min_ms
             self._step(bool(voiced), spans)
-        self._pending = self._pending[n * self.frame_len :].copy()
-        return spans
+        self._n_pending = have - used
+        self._pending[: self._n_pending] = self._pending[used:have]
+        return self._spans(spans)
 
-    def _emit(self, spans: list[Span], until: int, speech: bool) -> None:
+    def _pcm16(self, samples: np.ndarray) -> memoryview:
+        """``pcm16(samples)`` written into buffers reused from block to block, as bytes."""
+        n = len(samples)
+        if len(self._scratch) < n:
+            self._scratch = np.zeros(n, dtype=np.float64)
+            self._pcm = np.zeros(n, dtype="<i2")
+        # clip(x, -1, 1) * 32767 == clip(x * 32767, -32767, 32767); ufuncs with ``out``
+        # and the cast in the last one (truncating towards zero, as astype does).
+        scaled = np.multiply(samples, 32767.0, out=self._scratch[:n])
+        np.minimum(scaled, 32767.0, out=scaled)
+        pcm = np.maximum(scaled, -32767.0, out=self._pcm[:n], casting="unsafe")
+        return memoryview(pcm).cast("B")
+
+    def _emit(self, spans: list[list], until: int, speech: bool) -> None:
+        """Decide up to ``until``: extend the last ``[start, end, speech, segment]`` or start one.
+
+        Plain lists while a push runs, one ``Span`` per stretch at its end (``_spans``):
+        per 30 ms frame, building frozen dataclasses cost more than the decisions.
+        """
         if until > self._decided:
-            spans.append(Span(self._decided, until, speech, self._segment_id if speech else -1))
+            segment = self._segment_id if speech else -1
+            if spans and spans[-1][2] == speech and spans[-1][3] == segment:
+                spans[-1][1] = until
+            else:
+                spans.append([self._decided, until, speech, segment])
             self._decided = until
 
-    def _step(self, voiced: bool, spans: list[Span]) -> None:
+    @staticmethod
+    def _spans(raw: list[list]) -> list[Span]:
+        return [Span(*r) for r in raw]
+
+    def _step(self, voiced: bool, spans: list[list]) -> None:
         fl = self.frame_len
         frame_start = self._frames_seen * fl
         self._frames_seen += 1
@@ -152,11 +196,11 @@ class VoiceActivitySegmenter:
 
     def flush(self) -> list[Span]:
         """Decide everything pushed so far, at the end of the input; push nothing after."""
-        spans: list[Span] = []
-        total = self._frames_seen * self.frame_len + len(self._pending)
+        spans: list[list] = []
+        total = self._frames_seen * self.frame_len + self._n_pending
         if self._triggered:
             end = min(total, self._last_voiced_end + self._pad)
             self._emit(spans, end, speech=True)
             self._triggered = False
         self._emit(spans, total, speech=False)
-        return spans
+        return self._spans(spans)

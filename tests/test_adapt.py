@@ -158,12 +158,15 @@ from emotiond.dsp.adapt import AdaptParams, HouseholdStats, SegmentStats
 n = 40
 stats = HouseholdStats(AdaptParams(60.0, 5.0), np.zeros(n), np.ones(n))
 rng = np.random.default_rng(0)
-print("ready", flush=True)
+first = True
 while True:
     seg = SegmentStats(total=np.zeros(n), total_sq=np.zeros(n))
     seg.add(rng.normal(0, 1, (50, n)))
     stats.update(seg)
     stats.save(sys.argv[1])
+    if first:  # one complete state exists from here on; every later save races the kill
+        print("ready", flush=True)
+        first = False
 """
 
 

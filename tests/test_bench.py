@@ -86,3 +86,47 @@ def test_replay_scoring() -> None:
     assert r["false_events_per_min_nonspeech"] == pytest.approx(1 / ((60 - 6) / 60))
     assert r["emotion_uar_detected"] == pytest.approx(0.5)  # happy right, sad called happy
     assert r["event_latency_s"]["p50"] == pytest.approx(0.002)
+
+
+def test_proc_cpu_reads_this_process_and_not_the_dead() -> None:
+    import os
+
+    from bench.live import proc_cpu_s
+
+    before = proc_cpu_s(os.getpid())
+    x = 0
+    for i in range(3_000_000):  # burn a little CPU so the tick counter moves
+        x += i
+    after = proc_cpu_s(os.getpid())
+    assert before is not None and after is not None and after > before >= 0
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # waits for the exit, leaves it unreaped: a zombie
+    assert proc_cpu_s(child.pid) is None
+    child.wait()
+
+
+@pytest.mark.slow
+def test_bench_live_quick(have_espeak: None, model_path: Path, tmp_path: Path) -> None:
+    """``--live`` runs the daemon paced and adds its CPU figures beside the fast ones already in --out."""
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"pipeline": {"cpu_per_audio_s": 0.004}, "machine": {"cores": 2}}))
+    model = _usable(model_path)
+    if model is None:
+        from tests.fixtures_model import build_tiny_int8_model
+
+        model = build_tiny_int8_model(tmp_path)
+    cmd = [sys.executable, "-m", "bench", "--live", "--quick", "--live-seconds", "4", "--out", str(out),
+           "--markdown", str(tmp_path / "live.md"), "--set", f"model.path={model}"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["pipeline"] == {"cpu_per_audio_s": 0.004}  # the fast-mode figures stay
+    live = r["live"]
+    assert live["machine"]["python"] and live["runs"] == 1 and live["seconds"] == 4
+    for name in ("speech", "silence"):
+        run = live[name]["runs"][0]
+        assert run["exit_code"] == 0, run.get("stderr_tail")
+        assert run["startup_cpu_s"] > 0.05 and run["total_cpu_s"] >= run["startup_cpu_s"]
+        assert 2.5 < run["steady_wall_s"] < 30  # paced: about as long as the audio after READY
+        assert 0 <= live[name]["cpu_per_audio_s"] < 1
+    assert "| live, silence" in (tmp_path / "live.md").read_text()

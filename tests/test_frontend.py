@@ -69,3 +69,68 @@ def test_short_utterance_gives_one_padded_window(have_espeak) -> None:
     assert len(windows) == 1
     assert windows[0].n_frames < 100
     assert not windows[0].features[windows[0].n_frames :].any()
+
+
+def _eager_windows(signal: np.ndarray) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """What the frontend computes, done the slow obvious way: every frame's spectrum, every non-speech
+    frame taught to the gate as it comes, one utterance at a time. The frontend skips spectra of frames
+    it will not need and teaches the gate lazily; this is the reference that proves it changes nothing."""
+    from emotiond.dsp.denoise import SpectralGate
+    from emotiond.dsp.features import FEATURES, Spectrum, fit_window, frame_signal
+    from emotiond.dsp.frontend import WindowParams
+    from emotiond.dsp.vad import VoiceActivitySegmenter
+
+    cfg, w = FEATURES, WindowParams()
+    vad = VoiceActivitySegmenter()
+    spans = vad.push(signal) + vad.flush()
+    spectrum, gate = Spectrum(), SpectralGate()
+    power = spectrum.power(frame_signal(signal))
+    centres = np.arange(len(power)) * cfg.hop_length + cfg.frame_length // 2
+    label = np.full(len(power), -1)
+    for s in spans:
+        if s.speech:
+            label[(centres >= s.start) & (centres < s.end)] = s.segment
+    out = []
+    t = 0
+    while t < len(power):
+        run_end = t
+        while run_end < len(power) and label[run_end] == label[t]:
+            run_end += 1
+        if label[t] < 0:
+            for i in range(t, run_end):
+                gate.learn(power[i : i + 1])
+        else:
+            gate.begin_segment()
+            mel = spectrum.log_mel(np.concatenate([gate.apply(power[t:run_end]), gate.end_segment()]))
+            ends = list(range(w.window_frames, len(mel) + 1, w.hop_frames))
+            if not ends and len(mel) >= w.min_frames:
+                ends = [len(mel)]
+            elif ends and len(mel) - ends[-1] >= w.hop_frames // 2:
+                ends.append(len(mel))
+            for e in ends:
+                recent = mel[max(0, e - w.window_frames) : e]
+                end_sample = (t + e - 1) * cfg.hop_length + cfg.frame_length
+                start = end_sample - cfg.frame_length - (len(recent) - 1) * cfg.hop_length
+                out.append((int(label[t]), start, end_sample, len(recent), fit_window(recent, w.window_frames)))
+        t = run_end
+    return out
+
+
+@pytest.mark.parametrize("chunk", [None, 1600])
+def test_windows_equal_an_eager_reference(speech_scene, chunk: int | None) -> None:
+    signal, _ = speech_scene
+    rng = np.random.default_rng(5)
+    long = np.concatenate([signal, pink_noise(12 * SR, rng, -55), signal, signal[: 3 * SR]])
+    expected = _eager_windows(long)
+    got = [e for e in _run(long, chunk) if isinstance(e, Window)]
+    assert len(got) == len(expected) > 4
+    for g, (segment, start, end, n, features) in zip(got, expected, strict=True):
+        assert (g.segment, g.start_sample, g.end_sample, g.n_frames) == (segment, start, end, n)
+        assert float(np.max(np.abs(g.features - features))) <= 1e-5
+
+
+def test_vad_pcm_conversion_is_pcm16() -> None:
+    from emotiond.dsp.vad import VoiceActivitySegmenter, pcm16
+
+    x = np.random.default_rng(2).normal(0, 0.5, 4800)  # some samples beyond ±1: clipped
+    assert bytes(VoiceActivitySegmenter()._pcm16(x)) == pcm16(x)
