@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from emotiond.dsp.features import FEATURES
 from emotiond.daemon.adaptation import fresh_normaliser
 from emotiond.dsp.adapt import NORMALISERS, HouseholdNormaliser
+from emotiond.dsp.features import FEATURES
 from emotiond.models.runtime import DEFAULT_MODEL, EmotionModel
 from emotiond.models.training.data import LABELS
 
