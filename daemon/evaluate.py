@@ -347,6 +347,7 @@ def score_sessions(
     rng = np.random.default_rng(seed)
     y_true: list[int] = []
     y_pred: list[int] = []
+    groups: list[str] = []
     misses: list[str] = []
     per_speaker: dict[str, list[int]] = {}
     n_events = 0
@@ -364,6 +365,7 @@ def score_sessions(
                 misses.append(str(clip.path))
             y_true.append(index[clip.label])
             y_pred.append(pred)
+            groups.append(speaker)
             per_speaker.setdefault(speaker, []).append(int(pred == y_true[-1]))
     result = metrics(y_true, y_pred, labels)
     result["no_event"] = result.pop("no_window")
@@ -374,9 +376,26 @@ def score_sessions(
     result["skew"] = None if skew is None else {"label": skew[0], "share": skew[1]}
     result["prediction"] = "duration-weighted mean of the clip's utterance events, one pipeline per speaker"
     result["per_speaker_accuracy"] = {s: float(np.mean(v)) for s, v in sorted(per_speaker.items())}
+    result.update(per_corpus(y_true, y_pred, groups, labels))
     result["cpu_s"] = round(time.process_time() - t0, 3)
     result["audio_s"] = round(audio_s, 3)
     return result
+
+
+def per_corpus(y_true: Sequence[int], y_pred: Sequence[int], speakers: Sequence[str], labels: Sequence[str]) -> dict:
+    """``per_corpus`` metrics when speakers are named ``corpus:speaker`` (as ``bench.manifest`` writes them).
+
+    Pooled UAR mixes corpora with different class sets; a per-corpus UAR is what the model card compares.
+    """
+    corpora = sorted({s.split(":", 1)[0] for s in speakers if ":" in s})
+    if not corpora:
+        return {}
+    out = {}
+    for corpus in corpora:
+        sel = [i for i, s in enumerate(speakers) if s.split(":", 1)[0] == corpus]
+        m = metrics([y_true[i] for i in sel], [y_pred[i] for i in sel], labels)
+        out[corpus] = {k: m[k] for k in ("n", "uar", "accuracy", "macro_f1")}
+    return {"per_corpus": out}
 
 
 # -- scoring -------------------------------------------------------------------
@@ -398,6 +417,7 @@ def score(
     rng = np.random.default_rng(seed)  # same padding / noise draw for every mode and setting
     y_true: list[int] = []
     y_pred: list[int] = []
+    groups: list[str] = []
     misses: list[str] = []
     per_speaker: dict[str, list[int]] = {}
     n_events = 0
@@ -427,6 +447,7 @@ def score(
             misses.append(str(clip.path))
         y_true.append(index[clip.label])
         y_pred.append(pred)
+        groups.append(clip.speaker)
         if clip.speaker:
             per_speaker.setdefault(clip.speaker, []).append(int(pred == y_true[-1]))
     result = metrics(y_true, y_pred, labels)
@@ -443,6 +464,7 @@ def score(
         result["prediction"] = "mean of window probabilities (classify_signal)"
     if per_speaker:
         result["per_speaker_accuracy"] = {s: float(np.mean(v)) for s, v in sorted(per_speaker.items())}
+    result.update(per_corpus(y_true, y_pred, groups, labels))
     result["cpu_s"] = round(time.process_time() - t0, 3)
     result["audio_s"] = round(audio_s, 3)
     return result

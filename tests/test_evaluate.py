@@ -216,3 +216,13 @@ def test_session_skew_subsamples_the_other_classes(manifest: Path) -> None:
     assert sum(c.label == "neutral" for c in out) == 6 and len(out) == 10
     with pytest.raises(ValueError, match="LABEL=SHARE"):
         parse_skew("neutral=1.5")
+
+
+def test_per_corpus_metrics_group_speakers_by_their_corpus_prefix() -> None:
+    from emotiond.daemon.evaluate import per_corpus
+
+    labels = ["angry", "sad"]
+    out = per_corpus([0, 1, 0, 1], [0, 1, 1, 1], ["a:s1", "a:s2", "b:s1", "b:s1"], labels)["per_corpus"]
+    assert out["a"]["uar"] == 1.0 and out["a"]["n"] == 2
+    assert out["b"]["uar"] == 0.5 and out["b"]["accuracy"] == 0.5
+    assert per_corpus([0], [0], ["plain"], labels) == {}

@@ -79,6 +79,7 @@ def test_reconnect_republishes_status_and_retained_state(broker, subscriber, mak
     emotion = ev.emotion("sad")
     sink.publish_emotion(emotion)
     wait_until(lambda: sink.stats()["inflight"] == 0 and sink.stats()["published"] >= 4)
+    before = sink.stats()["published"]
     # broker loses everything it retained (no persistence survives)
     broker.kill()
     for f in (broker.dir / "data").iterdir():
@@ -86,6 +87,10 @@ def test_reconnect_republishes_status_and_retained_state(broker, subscriber, mak
     wait_until(lambda: not sink.stats()["connected"], what="disconnect noticed")
     broker.start()
     wait_until(lambda: sink.stats()["connected"], what="reconnected")
+    # subscribe only once status, problem and emotion are republished and acknowledged, so
+    # that what arrives is the broker's retained copy, not the live publish (retain=0)
+    wait_until(lambda: sink.stats()["published"] >= before + 3 and sink.stats()["inflight"] == 0,
+               what="state republished")
     late = subscriber(broker.host, broker.port, f"{root}/#")
     want = {f"{root}/status", f"{root}/emotion", f"{root}/problem"}
     msgs = late.wait_for(lambda ms: {m.topic for m in ms} >= want)
