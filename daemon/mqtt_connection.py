@@ -1,11 +1,9 @@
 """The MQTT sink's connection (paho-mqtt 2.x): one client, its callbacks, the link state as one enum.
 
-:mod:`.mqtt_sink` has the content, :mod:`.mqtt_delivery` the offline buffer and
-acknowledgements. The callbacks run on paho's thread; they never take the
-delivery lock and never publish (``on_publish`` runs while paho holds its
-outgoing-message lock): they move :class:`Link` and call hooks that only record
-and wake the sender. Hostile-network rules are in :mod:`.mqtt_guard`; a failed
-attempt is logged once per distinct reason.
+:mod:`.mqtt_sink` has the content, :mod:`.mqtt_delivery` the buffer and acks. Callbacks run on paho's
+thread; they never take the delivery lock and never publish (``on_publish`` runs under paho's outgoing
+lock): they move :class:`Link` and call hooks that only record and wake the sender. Hostile-network
+rules are in :mod:`.mqtt_guard`; a failed attempt is logged once per distinct reason.
 """
 
 from __future__ import annotations
@@ -40,16 +38,12 @@ class Link(enum.Enum):
 
 
 class MqttConnection:
-    """One paho client to ``settings.host``; its hooks are called on paho's thread.
-
-    ``on_up(client)`` when a CONNACK is accepted (before the state says connected and before paho
-    re-sends what was in flight), ``woken()`` right after, ``on_ack(mid)`` per acknowledged message,
-    ``on_incoming(topic, payload)`` per accepted incoming message.
-    """
+    """One paho client to ``settings.host``; hooks run on paho's thread: ``on_up(client)`` on an accepted
+    CONNACK (before the state says connected, before paho re-sends in-flight), then ``woken()``;
+    ``on_ack(mid)`` per ack; ``on_incoming(topic, payload)`` per accepted incoming message."""
 
     def __init__(
-        self,
-        settings: MqttSettings,
+        self, settings: MqttSettings,
         client_id: str,
         password: str | None,
         will_topic: str,
@@ -82,6 +76,12 @@ class MqttConnection:
     @property
     def connected(self) -> bool:
         return self.state in (Link.CONNECTED, Link.READY)
+
+    @property
+    def may_deliver(self) -> bool:
+        """Connected, connecting or not yet tried: worth waiting for when flushing at close."""
+        untried = self.state == Link.IDLE and not self._ever_connected and self._last_error is None
+        return untried or self.state in (Link.CONNECTING, Link.CONNECTED, Link.READY)
 
     def _move(self, state: Link, only_from: tuple[Link, ...] | None = None) -> Link:
         with self._state_lock:

@@ -204,9 +204,13 @@ class Delivery:
     # ------------------------------------------------ shutdown and hand-over
 
     def drain(self, deadline: float) -> None:
-        """Wait (until ``deadline``) for the buffer and the outbox to empty while connected."""
+        """Wait (until ``deadline``) for the buffer and the outbox to empty while a connection is up or coming.
+
+        A close right after start (``sample-events``) must wait for the first CONNACK, not
+        give up because the state still says connecting.
+        """
         self._wake.set()
-        while self.conn.connected and time.monotonic() < deadline:
+        while self.conn.may_deliver and time.monotonic() < deadline:
             if not self.inflight() and not self.buffer:
                 break
             time.sleep(0.02)

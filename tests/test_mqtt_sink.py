@@ -154,3 +154,21 @@ def test_unreachable_broker_never_raises(make_sink, caplog):
     ]
     assert sink.stats()["dropped_events"] == 35
     sink.close(0.2)
+
+
+def test_close_right_after_start_waits_for_the_first_connection(broker, subscriber, make_sink):
+    """``sample-events`` publishes and closes within milliseconds of ``start()``: nothing may be lost."""
+    s = mqtt_settings(broker)
+    root = f"emotiond/{s.device_id}"
+    sub = subscriber(broker.host, broker.port, f"{root}/utterance")
+    ev = EventMaker(s.device_id)
+    sent = []
+    for _ in range(5):  # the race is with paho's connect thread: try it several times
+        sink = make_sink(s, ha=NO_HA)
+        batch = [ev.utterance() for _ in range(4)]
+        for p in batch:
+            sink.publish_utterance(p)
+        sink.close(3.0)
+        sent += batch
+    got = sub.wait_for(lambda ms: len(ms) >= len(sent))
+    assert [m.json() for m in got] == sent
