@@ -12,8 +12,8 @@ rather than refusing to run.
 from __future__ import annotations
 
 import logging
-import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -29,18 +29,17 @@ from ..dsp.adapt import (
 )
 from ..models.runtime import ModelInfo
 from .config import AdaptSettings
+from .identity import systemd_state_dir
 
 log = logging.getLogger("emotiond")
 
 STATE_NAME = "household.json"
 
 
-def default_state_file(environ: dict[str, str] | None = None) -> Path | None:
-    """``$STATE_DIRECTORY/household.json`` when systemd gives the unit a state directory, else ``None``."""
-    env = os.environ if environ is None else environ
-    value = env.get("STATE_DIRECTORY", "")
-    first = value.split(":")[0] if value else ""
-    return Path(first) / STATE_NAME if first else None
+def default_state_file(environ: Mapping[str, str] | None = None) -> Path | None:
+    """``$STATE_DIRECTORY/household.json`` under systemd; ``None`` elsewhere, so shell runs and tests keep no state."""
+    state_dir = systemd_state_dir(environ)
+    return state_dir / STATE_NAME if state_dir is not None else None
 
 
 def fresh_normaliser(info: ModelInfo, horizon_s: float | None = None) -> WindowNormaliser:

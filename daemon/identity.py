@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,17 @@ ID_FILE = "installation-id"
 ID_CHARS = 8
 
 
+def systemd_state_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The unit's first ``StateDirectory`` (systemd sets ``$STATE_DIRECTORY``), else ``None``."""
+    first = (os.environ if environ is None else environ).get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(first) if first else None
+
+
 def default_state_dir() -> Path:
     """``$STATE_DIRECTORY`` (systemd), else the XDG state directory."""
-    if os.environ.get("STATE_DIRECTORY"):
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    systemd = systemd_state_dir()
+    if systemd is not None:
+        return systemd
     base = os.environ.get("XDG_STATE_HOME")
     if not base:
         try:
