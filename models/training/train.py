@@ -85,7 +85,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--data", help="data folder (default: $EMOTIOND_DATA)")
     p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=CORPORA)
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="model seed: initial weights, batch order, household sequences")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="data seed: speaker split, augmented copies, validation households (fixed across model seeds)",
+    )
     p.add_argument("--window-frames", type=int, default=100, help="chosen on validation: 100 (1 s)")
     p.add_argument("--hop-frames", type=int, default=25)
     p.add_argument("--epochs", type=int, default=14)
@@ -152,14 +158,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def make_parts(clips: list[Clip], args: argparse.Namespace) -> tuple[dict[str, list[Clip]], dict[str, Any]]:
-    split = speaker_split(clips, seed=args.seed)
+    split = speaker_split(clips, seed=args.split_seed)
     if args.protocol == "speaker":
         parts = {k: select(clips, getattr(split, k)) for k in ("train", "val", "test")}
         return parts, {"protocol": "speaker-independent", **split.to_dict()}
     if args.protocol == "random":
         # Same sizes per corpus as the speaker split, but clips drawn at random:
         # every speaker ends up on both sides (the usual, optimistic protocol).
-        rng = random.Random(args.seed)
+        rng = random.Random(args.split_seed)
         parts = {"train": [], "val": [], "test": []}
         for corpus in sorted({c.corpus for c in clips}):
             cc = [c for c in clips if c.corpus == corpus]
@@ -585,9 +591,9 @@ def level_data(
     if not args.aux_levels:
         return [], None
     clips = limit_clips(
-        [c for corpus in LEVEL_CORPORA for c in load_corpus(root, corpus, mapping=None)], args.limit, args.seed
+        [c for corpus in LEVEL_CORPORA for c in load_corpus(root, corpus, mapping=None)], args.limit, args.split_seed
     )
-    split = speaker_split(clips, seed=args.seed)
+    split = speaker_split(clips, seed=args.split_seed)
     train, val = select(clips, split.train), select(clips, split.val)
     log(f"level corpora: {len(train)} training clips, {len(val)} validation clips (test speakers unused)")
     sets = [(extract(train, fp, args.cache, "level-clean", workers=args.workers, log=log), train)]
@@ -597,7 +603,7 @@ def level_data(
             fp,
             args.cache,
             f"level-aug{copy}",
-            augment_seed=1000 * args.seed + copy + 1,
+            augment_seed=1000 * args.split_seed + copy + 1,
             noise_paths=noise,
             workers=args.workers,
             log=log,
@@ -609,7 +615,9 @@ def level_data(
 def level_score(model, level_val: tuple[FeatureSet, list[Clip]], args: argparse.Namespace, prior) -> dict[str, Any]:
     """UAR of the auxiliary level head on BAVED validation speakers (clip = mean of windows)."""
     fs, clips = level_val
-    ready = normalised(fs, clips, args.normalisation, AdaptParams(args.horizon_s, args.prior_s), prior, args.seed + 17)
+    ready = normalised(
+        fs, clips, args.normalisation, AdaptParams(args.horizon_s, args.prior_s), prior, args.split_seed + 17
+    )
     probs = model.predict(ready.x, batch_size=256, verbose=0)["level"] if len(ready.x) else np.zeros((0, 3))
     index = {n: i for i, n in enumerate(LEVELS)}
     y_true = [index[c.label] for c in clips]
@@ -634,7 +642,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
     _set_threads(args.threads)
     root = data_dir(args.data)
-    clips = limit_clips(load_corpora(root, args.corpora), args.limit, args.seed)
+    clips = limit_clips(load_corpora(root, args.corpora), args.limit, args.split_seed)
     parts, split_info = make_parts(clips, args)
     fp = FrontendParams(window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames))
     noise = [p for p, _cls, fold in load_noise(root) if fold != "fold2"]  # fold2 kept for noisy tests
@@ -657,7 +665,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             fp,
             args.cache,
             f"train-aug{copy}",
-            augment_seed=1000 * args.seed + copy + 1,
+            augment_seed=1000 * args.split_seed + copy + 1,
             noise_paths=noise,
             workers=args.workers,
             log=log,
@@ -671,7 +679,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}")
     params = AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s)
     ready = {
-        k: normalised(feats[k], parts[k], args.normalisation, params, prior, seed=args.seed + 17)
+        k: normalised(feats[k], parts[k], args.normalisation, params, prior, seed=args.split_seed + 17)
         for k in wanted
         if parts[k]
     }
