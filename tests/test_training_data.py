@@ -192,9 +192,15 @@ def test_window_weights_balance_classes_and_scale_corpora(power: float) -> None:
     clips += [clip("small", "angry", i) for i in range(5)] + [clip("small", "sad", i) for i in range(5)]
     n = len(clips)
     fs = FeatureSet(
-        x=np.zeros((n, 1, 1), np.float16), clip=np.arange(n, dtype=np.int32), n_clips=n,
-        n_frames=np.ones(n, np.int16), seg=np.arange(n, dtype=np.int32), seg_clip=np.arange(n, dtype=np.int32),
-        seg_n=np.ones(n, np.int32), seg_sum=np.zeros((n, 1)), seg_sumsq=np.zeros((n, 1)),
+        x=np.zeros((n, 1, 1), np.float16),
+        clip=np.arange(n, dtype=np.int32),
+        n_clips=n,
+        n_frames=np.ones(n, np.int16),
+        seg=np.arange(n, dtype=np.int32),
+        seg_clip=np.arange(n, dtype=np.int32),
+        seg_n=np.ones(n, np.int32),
+        seg_sum=np.zeros((n, 1)),
+        seg_sumsq=np.zeros((n, 1)),
     )
     w = window_weights(fs, clips, power)
     total = {(c.corpus, c.label): 0.0 for c in clips}
@@ -219,6 +225,26 @@ def test_compare_table_uses_chosen_and_last_epochs(tmp_path: Path) -> None:
     assert s["chosen"] == 0.5 and s["last_mean"] == pytest.approx(0.45)
     assert s["per_corpus"] == {"ravdess": pytest.approx(0.45), "emodb": pytest.approx(0.2)}
     assert "| wide | 0.500 | 0.450 | 0.450 | 0.200 | – | – |" in table([s], last=2)
+
+
+def test_recipe_table_gives_mean_and_sd_over_seeds(tmp_path: Path) -> None:
+    import json
+
+    from emotiond.models.training.compare import recipe_summary, recipe_table
+
+    runs = []
+    for seed, (clip, balanced) in enumerate([(0.50, 0.60), (0.52, 0.62), (0.54, 0.64)]):
+        run = tmp_path / f"C-s{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"history": [], "chosen": {"val_objective": clip}}))
+        (run / "val-session-none.json").write_text(json.dumps({"results": {"session": {"uar": balanced}}}))
+        runs.append(run)
+    (tmp_path / "C-s3").mkdir()  # a seed still training: left out, not counted as zero
+    row = recipe_summary("C", [*runs, tmp_path / "C-s3"])
+    assert row["runs"] == ["C-s0", "C-s1", "C-s2"]
+    assert row["stats"]["balanced"] == pytest.approx((0.62, 0.02, 3))
+    assert "skewed" not in row["stats"]
+    assert "| C | 3 | 0.620 ± 0.020 (n=3) | – | 0.520 ± 0.020 (n=3) |" in recipe_table([row])
 
 
 def test_scalar_norm_experiment_keeps_spectral_shape_and_drops_level() -> None:
