@@ -200,11 +200,14 @@ class CaptureSink:
     def publish_utterance(self, payload: dict[str, Any]) -> None:
         self.utterances.append(payload)
 
-    def set_status(self, status: str) -> None:
+    def set_status(self, status: str, reason: str | None = None) -> None:
         self.statuses.append(status)
 
     def publish_health(self, payload: dict[str, Any]) -> None:
         pass
+
+    def stats(self) -> dict[str, Any]:
+        return {}
 
     def close(self, timeout_s: float) -> None:
         pass
@@ -240,8 +243,7 @@ def clip_probabilities(settings: Any, model: Any, signal: np.ndarray) -> np.ndar
 
 
 def with_denoise(settings: Any, enabled: bool) -> Any:
-    if settings.denoise.enabled == enabled:
-        return settings
+    """``settings`` with ``denoise.enabled`` set, so it overrides the model's value (eval's on/off comparison)."""
     return settings.model_copy(update={"denoise": settings.denoise.model_copy(update={"enabled": enabled})})
 
 
@@ -543,12 +545,13 @@ def _stderr_console() -> Any:
 
 def eval_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from .assembly import StartupError, load_model
+    from .assembly import StartupError, frontend_params, load_model
     from .config import ConfigError, load_settings
 
     try:
         settings = load_settings(args.config, args.overrides)
         model = load_model(settings)
+        front = frontend_params(settings, model)
     except (ConfigError, StartupError) as exc:
         print(f"emotiond eval: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", exitcodes.CONFIG)
@@ -579,7 +582,7 @@ def eval_main(argv: list[str]) -> int:
         "model_version": model.info.version,
         "labels": list(model.labels),
         "skipped": {"n": sum(skipped.values()), "labels": skipped},
-        "denoise": settings.denoise.enabled,
+        "denoise": front.denoise.enabled,
     }
     if args.json and not args.report:  # the PNG and the per-class table go next to the JSON
         args.report = args.json.parent

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from emotiond.daemon.config import ConfigError, Settings, load_settings, redacted
+from emotiond.daemon.config import ConfigError, Settings, from_model, load_settings, redacted
 from emotiond.daemon.config_reference import render_markdown, render_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +26,15 @@ def test_config_yaml_holds_every_key_with_its_default_and_a_comment() -> None:
     loaded = load_settings(ROOT / "config.yaml", environ={})
     assert loaded == Settings()
     data = yaml.safe_load(text)
+    shown = [line[2:] if re.match(r"# *[a-z_]+:", line) else line for line in text.splitlines()]
+    uncommented = yaml.safe_load("\n".join(shown))
     for section, model in Settings.model_fields.items():
-        for key in model.annotation.model_fields:
-            assert key in data[section], f"{section}.{key} missing from config.yaml"
+        for key, field in model.annotation.model_fields.items():
+            if from_model(field):  # the model's value unless set: shown, commented out
+                assert key not in (data.get(section) or {}), f"{section}.{key} would override the model"
+                assert uncommented[section][key] == field.default, f"{section}.{key} not shown in config.yaml"
+            else:
+                assert key in data[section], f"{section}.{key} missing from config.yaml"
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
             assert "  # " in line, f"no comment on: {line}"

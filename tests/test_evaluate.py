@@ -226,3 +226,21 @@ def test_per_corpus_metrics_group_speakers_by_their_corpus_prefix() -> None:
     assert out["a"]["uar"] == 1.0 and out["a"]["n"] == 2
     assert out["b"]["uar"] == 0.5 and out["b"]["accuracy"] == 0.5
     assert per_corpus([0], [0], ["plain"], labels) == {}
+
+
+def test_capture_sink_speaks_the_whole_sink_protocol() -> None:
+    """eval's sink answers every call the pipeline and daemon make, so SinkSet counts no failure."""
+    from emotiond.daemon.evaluate import CaptureSink
+    from emotiond.daemon.sinks import SinkSet
+
+    sink = CaptureSink()
+    sinks = SinkSet([sink])
+    sinks.start()
+    sinks.publish_emotion({"emotion": "happy"})
+    sinks.publish_utterance({"emotion": "sad"})
+    sinks.set_status("online", "because")
+    sinks.publish_health({"status": "online"})
+    assert sinks.stats() == {}
+    sinks.close(1.0)
+    assert sinks.failures == 0
+    assert (sink.emotions, sink.utterances, sink.statuses) == ([{"emotion": "happy"}], [{"emotion": "sad"}], ["online"])

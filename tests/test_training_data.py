@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from emotiond.dsp.frontend import WindowParams
+from emotiond.dsp.frontend import FrontendParams, WindowParams
 from emotiond.models.training.augment import augment, spec_mask
 from emotiond.models.training.data import (
     LABELS,
@@ -24,7 +24,7 @@ from emotiond.models.training.data import (
     select,
     speaker_split,
 )
-from emotiond.models.training.featurize import FrontendParams, extract
+from emotiond.models.training.featurize import cache_key, extract
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -229,3 +229,20 @@ def test_scalar_norm_experiment_keeps_spectral_shape_and_drops_level() -> None:
     a, b = fit_window_scalar(frames, 100), fit_window_scalar(frames + 3.0, 100)
     np.testing.assert_allclose(a, b, atol=1e-5)  # gain cancels
     assert a[:60].mean(axis=0)[-1] - a[:60].mean(axis=0)[0] > 4  # tilt survives
+
+
+def test_feature_cache_key_is_the_one_main_used_before_frontendparams_moved() -> None:
+    """Gigabytes of cached training windows are found by this key: moving ``FrontendParams`` to
+    ``dsp/frontend.py`` (and renaming its ``gate`` to ``denoise``) must not change it. The values
+    were computed at 7c9a630 with the old ``featurize.FrontendParams().to_dict()``.
+    """
+    stems = ["ravdess/03-01-05", "tess/OAF_back_angry"]
+    assert cache_key(stems, FrontendParams(), None, []) == "fb81735b4b1c2f88"
+    assert cache_key(stems, FrontendParams(), 7, ["a.wav", "b.wav"]) == "c1ca0c0f0357346d"
+    small = FrontendParams(window=WindowParams(window_frames=50, hop_frames=25))
+    assert cache_key(stems, small, 3, []) == "80196b797f14eb4f"
+    # the adapt stage runs after the cache, so its parameters do not move the key
+    from emotiond.dsp.adapt import AdaptParams
+
+    adapted = FrontendParams(adapt=AdaptParams(horizon_s=60.0, prior_s=5.0))
+    assert cache_key(stems, adapted, None, []) == "fb81735b4b1c2f88"

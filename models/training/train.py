@@ -24,7 +24,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from ...dsp.adapt import AdaptParams
 from ...dsp.features import FEATURES
-from ...dsp.frontend import WindowParams
+from ...dsp.frontend import FrontendParams, WindowParams
 from ..evaluate import clip_prediction, metrics, per_class_table, plot_confusion
 from ..runtime import EmotionModel, ModelInfo, sidecar_path
 from .augment import spec_mask
@@ -50,7 +50,7 @@ from .data import (
     select,
     speaker_split,
 )
-from .featurize import FeatureSet, FrontendParams, extract
+from .featurize import FeatureSet, extract
 from .normalise import (
     HOUSEHOLD,
     WINDOW,
@@ -644,7 +644,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     root = data_dir(args.data)
     clips = limit_clips(load_corpora(root, args.corpora), args.limit, args.split_seed)
     parts, split_info = make_parts(clips, args)
-    fp = FrontendParams(window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames))
+    fp = FrontendParams(
+        window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames),
+        adapt=AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s),
+    )
     noise = [p for p, _cls, fold in load_noise(root) if fold != "fold2"]  # fold2 kept for noisy tests
     if args.fit_on_train_val and not args.select_only:
         parts = {"train": parts["train"] + parts["val"], "val": [], "test": parts["test"]}
@@ -677,9 +680,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     level_sets, level_val = level_data(args, root, fp, noise, log)
     inputs = build_inputs(args, train_sets, soft, prior, level_sets)
     log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}")
-    params = AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s)
     ready = {
-        k: normalised(feats[k], parts[k], args.normalisation, params, prior, seed=args.split_seed + 17)
+        k: normalised(feats[k], parts[k], args.normalisation, fp.adapt, prior, seed=args.split_seed + 17)
         for k in wanted
         if parts[k]
     }
@@ -715,11 +717,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     results["test_float"] = summary(test_float)
     log(f"test (float Keras): {json.dumps(results['test_float'])}")
 
+    front = fp.to_sidecar()  # the one front-end definition; the runtime reads it back (FrontendParams.from_sidecar)
+    del front["window_frames"]  # a field of ModelInfo itself
     extra: dict[str, Any] = {
-        "hop_frames": args.hop_frames,
-        "min_frames": fp.window.min_frames,
-        "vad": asdict(fp.vad),
-        "gate": asdict(fp.gate),
+        **front,
         "clip_prediction": "mean of window probabilities",
         "label_map": {k: v for k, v in LABEL_MAP.items()},
         "split": split_info,
@@ -728,8 +729,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         "license_summary": "non-commercial: trained on CC BY-NC-SA / CC BY-NC-ND / research-use corpora",
         "params": int(model.count_params()),
         "adapt": {
-            "horizon_s": args.horizon_s,
-            "prior_s": args.prior_s,
+            **front["adapt"],
             "prior_mean": [round(float(v), 5) for v in prior[0]],
             "prior_var": [round(float(v), 5) for v in prior[1]],
         },
