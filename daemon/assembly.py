@@ -64,12 +64,12 @@ def frontend_params(settings: Settings, model: EmotionModel) -> FrontendParams:
     """
     trained = model.info.frontend()
     window_frames = trained.window.window_frames
-    windows = settings.features
+    windows = settings.windows
     if windows.window_s is not None:
         wanted = round(windows.window_s * 1000 / FEATURE_HOP_MS)
         if wanted != window_frames:
             raise StartupError(
-                f"features.window_s: {windows.window_s} s does not match the model's "
+                f"windows.window_s: {windows.window_s} s does not match the model's "
                 f"{window_frames * FEATURE_HOP_MS / 1000} s window ({model.path})",
                 exitcodes.CONFIG,
             )

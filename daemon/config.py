@@ -116,8 +116,8 @@ class DenoiseSettings(_Section):
     min_profile_s: float = Trained(GateParams.min_profile_s, ge=0.02, le=60, description="profile needed to gate")
 
 
-class FeatureSettings(_Section):
-    """Sliding windows over the log-mel ring (stage ``features``)."""
+class WindowSettings(_Section):
+    """Which log-mel windows the model classifies: how often, and from how much speech (stage ``windows``)."""
 
     hop_ms: int = Trained(250, ge=10, le=5000, description="a model window every hop_ms of speech")
     window_s: float | None = Field(None, gt=0, le=10, description="null = the model's; else must equal it")
@@ -270,7 +270,7 @@ class Settings(_Section):
     source: SourceSettings = Field(default_factory=SourceSettings)
     vad: VadSettings = Field(default_factory=VadSettings)
     denoise: DenoiseSettings = Field(default_factory=DenoiseSettings)
-    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    windows: WindowSettings = Field(default_factory=WindowSettings)
     adapt: AdaptSettings = Field(default_factory=AdaptSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     smoother: SmootherSettings = Field(default_factory=SmootherSettings)
@@ -395,6 +395,32 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{loc}: {msg}"
 
 
+# Sections renamed in this release: the old name is read, with one warning, until the next.
+RENAMED_SECTIONS = {"features": "windows"}
+
+
+def _renamed_section(tree: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The file's sections under their current names; an old name is warned about once, naming the file."""
+    for old, new in RENAMED_SECTIONS.items():
+        if old not in tree:
+            continue
+        if new in tree:
+            raise ConfigError(f"{path}: both '{old}:' and '{new}:' are given; '{old}' is the old name of '{new}'")
+        log.warning("%s: section '%s:' is now '%s:'; the old name is read until the next release", path, old, new)
+        tree = {(new if k == old else k): v for k, v in tree.items()}
+    return tree
+
+
+def _renamed_key(dotted: str, origin: str) -> str:
+    """``features.hop_ms`` → ``windows.hop_ms``, with one warning naming where it came from."""
+    section, dot, rest = dotted.partition(".")
+    if section in RENAMED_SECTIONS and dot:
+        new = f"{RENAMED_SECTIONS[section]}.{rest}"
+        log.warning("%s: '%s' is now '%s'; the old name is read until the next release", origin, dotted, new)
+        return new
+    return dotted
+
+
 def load_settings(
     path: Path | None = None,
     overrides: Iterable[str] = (),
@@ -418,9 +444,10 @@ def load_settings(
             if not allow_empty:
                 raise ConfigError(f"{path}: the config file is empty (no settings); refusing to reset to the defaults")
             log.warning("%s: the config file is empty; every setting has its default", path)
-        tree = read or {}
+        tree = _renamed_section(read or {}, path)
     origins: dict[str, str] = {}
     for dotted, raw, origin in env_overrides(environ):
+        dotted = _renamed_key(dotted, origin)
         _set_path(tree, dotted, override_value(dotted, raw, origin), origin)
         origins[dotted] = origin
     for item in overrides:
@@ -428,8 +455,9 @@ def load_settings(
             raise ConfigError(f"--set {item}: expected section.key=value")
         dotted, raw = item.split("=", 1)
         origin = f"--set {dotted}"
-        _set_path(tree, dotted.strip(), override_value(dotted.strip(), raw, origin), origin)
-        origins[dotted.strip()] = origin
+        dotted = _renamed_key(dotted.strip(), origin)
+        _set_path(tree, dotted, override_value(dotted, raw, origin), origin)
+        origins[dotted] = origin
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:

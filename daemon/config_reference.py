@@ -23,7 +23,7 @@ HEADER = """\
 # emotiond configuration. Every key is shown with its default.
 # Installed location: /etc/emotiond/config.yaml (or pass --config FILE).
 # Override any key with EMOTIOND_<SECTION>__<KEY>=value or --set section.key=value.
-# Pipeline: source -> vad -> denoise -> features -> adapt -> model -> smoother -> sinks (mqtt, stdout).
+# Pipeline: source -> vad -> denoise -> features -> windows -> adapt -> model -> smoother -> sinks (mqtt, stdout).
 # Keys shown commented out take the model's own value (from its sidecar; the value shown is the
 # shipped model's): uncomment a key, and its section line, to override the model.
 """
@@ -114,6 +114,11 @@ def render_markdown() -> str:
         "shown is the shipped model's): the VAD, denoise and window settings a model was",
         "trained with travel with it. A key set in the file, the environment or `--set`",
         "overrides the model's value; `config.yaml` shows these keys commented out.",
+        "",
+        "The section `windows` was called `features` (its `hop_ms` is the window hop, not",
+        "the 10 ms feature hop). The old name is still read, in the file, the environment",
+        "(`EMOTIOND_FEATURES__…`) and `--set features.…`, with one warning line naming",
+        "where it was found; it goes in the next release.",
         "",
         "Topic parts (`mqtt.base_topic`, `mqtt.device_id`, `homeassistant.prefix`) and",
         "`mqtt.client_id` are checked as MQTT defines them: valid UTF-8 without control",

@@ -62,7 +62,7 @@ def plan_reload(
         settings=new,
         changed=changed,
         smoother=new.smoother != old.smoother,
-        frontend=(new.vad, new.denoise, new.features) != (old.vad, old.denoise, old.features),
+        frontend=(new.vad, new.denoise, new.windows) != (old.vad, old.denoise, old.windows),
         sinks=new_sinks,
         password=password if new_sinks is not None else old_password,
         restart_only=(new.source, new.model, new.adapt) != (old.source, old.model, old.adapt),

@@ -47,7 +47,7 @@ BAD = [
     ("mqtt:\n  qos: 3\n", "mqtt.qos: Input should be 0, 1 or 2"),
     ("mqtt:\n  base_topic: 'a/#'\n", "mqtt.base_topic: Value error, must not contain MQTT wildcards"),
     ("smoother:\n  min_confidence: 1.5\n", "smoother.min_confidence: Input should be less than or equal to 1"),
-    ("features:\n  hop_ms: 255\n", "features.hop_ms: Value error, must be a multiple of 10 ms"),
+    ("windows:\n  hop_ms: 255\n", "windows.hop_ms: Value error, must be a multiple of 10 ms"),
     ("vad:\n  agressiveness: 2\n", "vad.agressiveness: unknown key"),
     ("speakers: {}\n", "speakers: unknown key"),
     ("vad: [1, 2]\n", "vad: Input should be a valid dictionary"),
@@ -115,3 +115,32 @@ def test_password_file(tmp_path: Path) -> None:
     assert s.mqtt_password() == "s3cret"
     with pytest.raises(ConfigError, match=r"mqtt: Value error, password_file .*missing does not exist"):
         load_settings(None, [f"mqtt.password_file={tmp_path / 'missing'}"], environ={})
+
+
+def test_old_features_section_is_read_as_windows_with_one_warning_naming_the_file(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("features:\n  hop_ms: 500\n  min_speech_ms: 300\n")
+    with caplog.at_level("WARNING", logger="emotiond.daemon.config"):
+        settings = load_settings(path, environ={})
+    assert (settings.windows.hop_ms, settings.windows.min_speech_ms) == (500, 300)
+    assert "hop_ms" in settings.windows.model_fields_set  # so it overrides the model's hop
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{path}: section 'features:' is now 'windows:'; the old name is read until the next release"]
+
+
+def test_old_features_keys_in_environment_and_set_are_renamed_with_a_warning(caplog) -> None:
+    env = {"EMOTIOND_FEATURES__HOP_MS": "300"}
+    with caplog.at_level("WARNING", logger="emotiond.daemon.config"):
+        settings = load_settings(None, ("features.min_speech_ms=400",), environ=env)
+    assert (settings.windows.hop_ms, settings.windows.min_speech_ms) == (300, 400)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("environment EMOTIOND_FEATURES__HOP_MS: 'features.hop_ms' is now 'windows.hop_ms'")
+    assert warnings[1].startswith("--set features.min_speech_ms: 'features.min_speech_ms' is now 'windows.")
+
+
+def test_old_and_new_section_together_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "both.yaml"
+    path.write_text("features:\n  hop_ms: 500\nwindows:\n  hop_ms: 250\n")
+    with pytest.raises(ConfigError, match=r"both.yaml: both 'features:' and 'windows:' are given"):
+        load_settings(path, environ={})

@@ -64,7 +64,7 @@ def test_config_overrides_only_the_keys_it_sets(model_path: Path, tmp_path: Path
     del front["window_frames"], front["adapt"]
     model = EmotionModel(_copy(model_path, tmp_path, gate=None, **front))
     assert frontend_params(load_settings(None, ()), model) == trained  # nothing set: the model's own
-    settings = load_settings(None, ("vad.hangover_ms=600", "denoise.enabled=false", "features.hop_ms=100"))
+    settings = load_settings(None, ("vad.hangover_ms=600", "denoise.enabled=false", "windows.hop_ms=100"))
     got = frontend_params(settings, model)
     assert got.vad == replace(trained.vad, hangover_ms=600)
     assert got.denoise == replace(trained.denoise, enabled=False)
