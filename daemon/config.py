@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from ..dsp.denoise import GateParams
+from ..dsp.denoise import DenoiseParams
 from ..dsp.smoother import SmootherParams
 from ..dsp.vad import VadParams
 from .mqtt_topics import MAX_ID_BYTES, MAX_PREFIX_BYTES, check_topic_part, check_utf8_text
@@ -105,15 +105,17 @@ class VadSettings(_Section):
 class DenoiseSettings(_Section):
     """Stationary spectral gate (stage ``denoise``), noisereduce's algorithm on the feature STFT."""
 
-    enabled: bool = Trained(GateParams.enabled, description="gate speech frames with the learned noise profile")
+    enabled: bool = Trained(DenoiseParams.enabled, description="gate speech frames with the learned noise profile")
     n_std_thresh: float = Trained(
-        GateParams.n_std_thresh, ge=0, le=10, description="threshold above noise mean, in std"
+        DenoiseParams.n_std_thresh, ge=0, le=10, description="threshold above noise mean, in std"
     )
-    prop_decrease: float = Trained(GateParams.prop_decrease, ge=0, le=1, description="1 = remove gated bins fully")
-    freq_smooth_hz: float = Trained(GateParams.freq_smooth_hz, ge=62.5, le=4000, description="mask smoothing in Hz")
-    time_smooth_ms: float = Trained(GateParams.time_smooth_ms, ge=0, le=500, description="mask smoothing in ms (lag)")
-    profile_s: float = Trained(GateParams.profile_s, ge=0.1, le=60, description="non-speech kept in the profile")
-    min_profile_s: float = Trained(GateParams.min_profile_s, ge=0.02, le=60, description="profile needed to gate")
+    prop_decrease: float = Trained(DenoiseParams.prop_decrease, ge=0, le=1, description="1 = remove gated bins fully")
+    freq_smooth_hz: float = Trained(DenoiseParams.freq_smooth_hz, ge=62.5, le=4000, description="mask smoothing in Hz")
+    time_smooth_ms: float = Trained(
+        DenoiseParams.time_smooth_ms, ge=0, le=500, description="mask smoothing in ms (lag)"
+    )
+    profile_s: float = Trained(DenoiseParams.profile_s, ge=0.1, le=60, description="non-speech kept in the profile")
+    min_profile_s: float = Trained(DenoiseParams.min_profile_s, ge=0.02, le=60, description="profile needed to gate")
 
 
 class WindowSettings(_Section):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .adapt import AdaptParams, PerWindowMean, SegmentStats, WindowNormaliser
-from .denoise import GateParams, SpectralGate
+from .denoise import DenoiseParams, SpectralGate
 from .features import FEATURES, FeatureConfig, Spectrum, frame_count, frames_at
 from .vad import Span, VadParams, VoiceActivitySegmenter
 
@@ -68,7 +68,7 @@ class FrontendParams:
     """
 
     vad: VadParams = field(default_factory=VadParams)
-    denoise: GateParams = field(default_factory=GateParams)
+    denoise: DenoiseParams = field(default_factory=DenoiseParams)
     window: WindowParams = field(default_factory=WindowParams)
     adapt: AdaptParams = field(default_factory=AdaptParams)
 
@@ -97,7 +97,7 @@ class FrontendParams:
             min_frames=int(data.get("min_frames", default.min_frames)),
         )
         denoise = data["denoise"] if "denoise" in data else data.get("gate")
-        return cls(_known(VadParams, data.get("vad")), _known(GateParams, denoise), window,
+        return cls(_known(VadParams, data.get("vad")), _known(DenoiseParams, denoise), window,
                    _known(AdaptParams, data.get("adapt")))
 
     def cache_dict(self) -> dict[str, Any]:
@@ -205,7 +205,7 @@ class Frontend:
     def __init__(
         self,
         vad: VadParams = VadParams(),
-        gate: GateParams = GateParams(),
+        denoise: DenoiseParams = DenoiseParams(),
         window: WindowParams = WindowParams(),
         cfg: FeatureConfig = FEATURES,
         normaliser: WindowNormaliser | None = None,
@@ -215,10 +215,10 @@ class Frontend:
         self.normaliser: WindowNormaliser = normaliser if normaliser is not None else PerWindowMean()
         self.spectrum = Spectrum(cfg)
         self.vad = VoiceActivitySegmenter(vad, cfg.sample_rate)
-        self.gate = SpectralGate(gate, cfg)
+        self.gate = SpectralGate(denoise, cfg)  # the denoise stage (noisereduce's spectral gate)
         # Holds the undecided audio (≤ ~0.5 s) plus the non-speech frames the
         # profile has not learned yet (≤ profile_s), with room to spare.
-        self._audio = _AudioBuffer(gate.profile_s + 5.0, cfg.sample_rate)
+        self._audio = _AudioBuffer(denoise.profile_s + 5.0, cfg.sample_rate)
         self._spans: deque[Span] = deque()
         self._next_frame = 0  # index of the first frame not yet routed
         self._utt: _Utterance | None = None
@@ -391,11 +391,11 @@ class Frontend:
 def clip_windows(
     signal: np.ndarray,
     vad: VadParams = VadParams(),
-    gate: GateParams = GateParams(),
+    denoise: DenoiseParams = DenoiseParams(),
     window: WindowParams = WindowParams(),
     normaliser: WindowNormaliser | None = None,
 ) -> list[Window]:
     """All windows the live daemon would classify for one 16 kHz clip."""
-    fe = Frontend(vad, gate, window, normaliser=normaliser)
+    fe = Frontend(vad, denoise, window, normaliser=normaliser)
     events = fe.push(signal) + fe.flush()
     return [e for e in events if isinstance(e, Window)]

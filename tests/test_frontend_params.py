@@ -12,7 +12,7 @@ import pytest
 from emotiond.daemon.assembly import build_frontend, frontend_params
 from emotiond.daemon.config import load_settings
 from emotiond.dsp.adapt import AdaptParams, PerWindowMean
-from emotiond.dsp.denoise import GateParams
+from emotiond.dsp.denoise import DenoiseParams
 from emotiond.dsp.frontend import FrontendParams, WindowParams, clip_windows
 from emotiond.dsp.vad import VadParams
 from emotiond.models.runtime import DEFAULT_MODEL, EmotionModel, ModelError
@@ -35,7 +35,7 @@ def _copy(model_path: Path, tmp_path: Path, **changes) -> Path:
 def test_sidecar_round_trip() -> None:
     fp = FrontendParams(
         VadParams(aggressiveness=3, hangover_ms=300),
-        GateParams(n_std_thresh=2.0, enabled=False),
+        DenoiseParams(n_std_thresh=2.0, enabled=False),
         WindowParams(80, 20, 10),
         AdaptParams(horizon_s=120.0, prior_s=10.0),
     )
@@ -58,7 +58,7 @@ def test_shipped_sidecar_gives_the_frontend_the_daemon_always_ran() -> None:
 
 def test_config_overrides_only_the_keys_it_sets(model_path: Path, tmp_path: Path) -> None:
     side = json.loads(model_path.with_suffix(".json").read_text())
-    trained = FrontendParams(VadParams(aggressiveness=1), GateParams(n_std_thresh=2.5),
+    trained = FrontendParams(VadParams(aggressiveness=1), DenoiseParams(n_std_thresh=2.5),
                              WindowParams(side["window_frames"], 50, 30))
     front = trained.to_sidecar()
     del front["window_frames"], front["adapt"]
@@ -74,7 +74,7 @@ def test_config_overrides_only_the_keys_it_sets(model_path: Path, tmp_path: Path
 def test_old_gate_key_and_new_denoise_key_read_alike(model_path: Path, tmp_path: Path) -> None:
     old = EmotionModel(_copy(model_path, tmp_path, gate={"n_std_thresh": 3.0}, denoise=None))
     new = EmotionModel(_copy(model_path, tmp_path, gate=None, denoise={"n_std_thresh": 3.0}))
-    assert old.info.frontend().denoise == new.info.frontend().denoise == GateParams(n_std_thresh=3.0)
+    assert old.info.frontend().denoise == new.info.frontend().denoise == DenoiseParams(n_std_thresh=3.0)
 
 
 def test_bad_frontend_value_in_sidecar_names_the_file(model_path: Path, tmp_path: Path) -> None:
