@@ -17,10 +17,10 @@ Two paths, same model, same settings:
   (stream − clip UAR).
 
 ``--noise white|pink|babble|FILE --snr 20,10,5,0`` mixes noise into every clip
-at each SNR, *speech-weighted*: signal and noise power are both measured over
-the clip's speech-active 20 ms frames (those within 30 dB of the loudest
-frame), so a clip's silences do not dilute its SNR. Each SNR is scored with
-the denoise stage on and off.
+at each SNR as the one noise kit defines it (``dsp/noise.py``, shared with
+training's augmentation and the benches): the clip's speech level is the RMS of
+its loudest half of 25 ms frames, so its silences do not dilute the SNR. Each
+SNR is scored with the denoise stage on and off.
 
 Manifest: CSV with header ``path,label`` (optional ``speaker``), paths relative
 to the manifest's folder; rows whose label the model does not know are counted
@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .. import exitcodes
+from ..dsp import noise
 from ..dsp.audio import AudioFileError, load_mono_16k
 from ..dsp.features import SAMPLE_RATE
 from ..models.evaluate import manifest_clips, metrics, per_class_table
@@ -52,8 +53,7 @@ from .assembly import build_pipeline
 PAD_S = 1.0  # background added before and after each clip in stream mode
 PAD_MAX_DBFS = -62.0  # below the VAD's energy floor (vad.min_rms_dbfs, -60) so padding is never speech
 PAD_MIN_DBFS = -90.0
-ACTIVE_FRAME = 320  # 20 ms frames for the speech-active level
-ACTIVE_RANGE_DB = 30.0  # frames within this of the loudest are speech-active
+PAD_FRAME = 320  # 20 ms frames for the clip's own background level
 
 
 # -- manifest ------------------------------------------------------------------
@@ -75,63 +75,15 @@ def load_clips(manifest: Path, labels: Sequence[str]) -> tuple[list[Clip], dict[
 # -- noise ---------------------------------------------------------------------
 
 
-def frame_power(x: np.ndarray, frame: int = ACTIVE_FRAME) -> np.ndarray:
+def frame_power(x: np.ndarray, frame: int = PAD_FRAME) -> np.ndarray:
     n = len(x) // frame
     if n == 0:
         return np.array([float(np.mean(x * x))]) if len(x) else np.zeros(1)
     return np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1)
 
 
-def active_mask(speech: np.ndarray, frame: int = ACTIVE_FRAME, range_db: float = ACTIVE_RANGE_DB) -> np.ndarray:
-    """Per-sample mask of the speech-active frames: within ``range_db`` of the loudest frame."""
-    power = frame_power(speech, frame)
-    floor = power.max() * 10 ** (-range_db / 10)
-    active = power >= max(floor, 1e-12)
-    mask = np.repeat(active, frame)
-    if len(mask) < len(speech):
-        mask = np.concatenate([mask, np.zeros(len(speech) - len(mask), dtype=bool)])
-    if not mask.any():
-        mask[:] = True
-    return mask[: len(speech)]
-
-
-def speech_snr_db(speech: np.ndarray, noise: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """SNR over the speech-active samples of ``speech`` (both powers on the same samples)."""
-    mask = active_mask(speech) if mask is None else mask
-    ps = float(np.mean(speech[mask] ** 2))
-    pn = float(np.mean(noise[mask] ** 2))
-    return 10 * np.log10(ps / max(pn, 1e-20))
-
-
-def scale_noise(speech: np.ndarray, noise: np.ndarray, snr_db: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """``noise`` scaled so that ``speech_snr_db(speech, result) == snr_db``."""
-    current = speech_snr_db(speech, noise, mask)
-    return noise * 10 ** ((current - snr_db) / 20)
-
-
-def white_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    return rng.normal(0.0, 1.0, n)
-
-
-def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """1/f power noise, unit RMS."""
-    white = rng.normal(0.0, 1.0, n)
-    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, n // 2 + 2)), n=n)
-    return pink / max(float(np.sqrt(np.mean(pink**2))), 1e-12)
-
-
-def loop_to(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``x`` repeated and cut to ``n`` samples from a random offset."""
-    if len(x) == 0:
-        return np.zeros(n)
-    reps = int(np.ceil((n + len(x)) / len(x)))
-    tiled = np.tile(x, reps)
-    start = int(rng.integers(0, len(x)))
-    return tiled[start : start + n]
-
-
 class NoiseMaker:
-    """Noise of a given kind for a given length; babble sums other clips of the manifest."""
+    """Noise of a given kind for a given length (the noise kit's generators); babble sums other manifest clips."""
 
     def __init__(self, kind: str, pool: Sequence[Path] = (), seed: int = 0, talkers: int = 5) -> None:
         self.kind = kind
@@ -147,21 +99,19 @@ class NoiseMaker:
 
     def _clip(self, path: Path) -> np.ndarray:
         if path not in self._cache:
-            x = load_mono_16k(path)
-            mask = active_mask(x)
-            self._cache[path] = x / max(float(np.sqrt(np.mean(x[mask] ** 2))), 1e-9)  # equal speech level
+            self._cache[path] = load_mono_16k(path)
         return self._cache[path]
 
     def __call__(self, n: int, exclude: Path | None = None) -> np.ndarray:
         if self.kind == "white":
-            return white_noise(n, self.rng)
+            return noise.white_noise(n, self.rng)
         if self.kind == "pink":
-            return pink_noise(n, self.rng)
+            return noise.pink_noise(n, self.rng)
         if self._file is not None:
-            return loop_to(self._file, n, self.rng)
+            return noise.fit_length(self._file, n, self.rng)
         others = [p for p in self.pool if p != exclude] or self.pool
         chosen = self.rng.choice(len(others), size=min(self.talkers, len(others)), replace=False)
-        return np.sum([loop_to(self._clip(others[i]), n, self.rng) for i in chosen], axis=0)
+        return noise.babble([self._clip(others[i]) for i in chosen], n, self.rng)
 
 
 def pad_level(x: np.ndarray) -> float:
@@ -408,7 +358,7 @@ def score(
     model: Any,
     clips: Sequence[Clip],
     mode: str,
-    noise: NoiseMaker | None = None,
+    noise_maker: NoiseMaker | None = None,
     snr_db: float | None = None,
     seed: int = 0,
     progress: Callable[[], None] | None = None,
@@ -429,14 +379,9 @@ def score(
         if progress is not None:
             progress()
         x = load_mono_16k(clip.path)
-        if mode == "stream":
-            sig, offset = padded(x, rng)
-        else:
-            sig, offset = x, 0
-        if noise is not None and snr_db is not None:
-            mask = np.zeros(len(sig), dtype=bool)
-            mask[offset : offset + len(x)] = active_mask(x)
-            sig = sig + scale_noise(sig, noise(len(sig), exclude=clip.path), snr_db, mask)
+        sig = padded(x, rng)[0] if mode == "stream" else x
+        if noise_maker is not None and snr_db is not None:  # SNR against the clip's speech, not the padding
+            sig = sig + noise.scale_to_snr(x, noise_maker(len(sig), exclude=clip.path), snr_db)
         audio_s += len(sig) / SAMPLE_RATE
         if mode == "stream":
             events, _ = run_stream(settings, model, sig)
@@ -524,11 +469,11 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def noise_table(noise: dict[str, Any]) -> str:
-    modes = noise["modes"]
+def noise_table(result: dict[str, Any]) -> str:
+    modes = result["modes"]
     head = "| SNR dB | " + " | ".join(f"{m} UAR denoise on | {m} UAR off | {m} acc on | {m} acc off" for m in modes)
     lines = [head + " |", "|---" * (1 + 4 * len(modes)) + "|"]
-    for snr, by in noise["by_snr"].items():
+    for snr, by in result["by_snr"].items():
         cells = []
         for m in modes:
             on, off = by["denoise_on"][m], by["denoise_off"][m]
@@ -623,7 +568,7 @@ def eval_main(argv: list[str]) -> int:
                     f"{m} UAR {by_snr[key]['denoise_on'][m]['uar']:.3f} (denoise on) / "
                     f"{by_snr[key]['denoise_off'][m]['uar']:.3f} (off)" for m in modes), file=sys.stderr)
             out["noise"] = {"kind": args.noise, "snr_db": snrs, "modes": modes,
-                            "snr_definition": "speech-active 20 ms frames (within 30 dB of the loudest)",
+                            "snr_definition": noise.SNR_DEFINITION,
                             "by_snr": by_snr}
     except AudioFileError as exc:
         bar.stop()
