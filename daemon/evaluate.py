@@ -488,8 +488,27 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def eval_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+class _Stop(Exception):
+    """A one-line reason ``emotiond eval`` cannot go on, and README's exit code for it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class _Job:
+    settings: Any
+    model: Any
+    clips: list[Clip]
+    skipped: dict[str, int]
+    modes: list[str]
+    skew: tuple[str, float] | None
+    denoise: bool
+
+
+def _prepare(args: argparse.Namespace) -> _Job:
+    """Settings, model and clips, checked before any scoring starts."""
     from .assembly import StartupError, frontend_params, load_model
     from .config import ConfigError, load_settings
 
@@ -498,85 +517,113 @@ def eval_main(argv: list[str]) -> int:
         model = load_model(settings)
         front = frontend_params(settings, model)
     except (ConfigError, StartupError) as exc:
-        print(f"emotiond eval: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", exitcodes.CONFIG)
+        raise _Stop(str(exc), getattr(exc, "exit_code", exitcodes.CONFIG)) from None
     try:
         clips, skipped = load_clips(args.manifest, model.labels)
     except (OSError, ValueError, KeyError) as exc:
-        print(f"emotiond eval: {args.manifest}: {exc}", file=sys.stderr)
-        return exitcodes.NOINPUT if isinstance(exc, FileNotFoundError) else exitcodes.DATAERR
+        code = exitcodes.NOINPUT if isinstance(exc, FileNotFoundError) else exitcodes.DATAERR
+        raise _Stop(f"{args.manifest}: {exc}", code) from None
     if args.limit:
         clips = clips[: args.limit]
     if not clips:
-        print(f"emotiond eval: {args.manifest}: no row has a label the model knows ({', '.join(model.labels)})",
-              file=sys.stderr)
-        return exitcodes.DATAERR
+        known = ", ".join(model.labels)
+        raise _Stop(f"{args.manifest}: no row has a label the model knows ({known})", exitcodes.DATAERR)
     modes = ["clip", "stream"] if args.mode == "both" else [args.mode]
     try:
         skew = parse_skew(args.skew)
     except ValueError as exc:
-        print(f"emotiond eval: {exc}", file=sys.stderr)
-        return exitcodes.USAGE
+        raise _Stop(str(exc), exitcodes.USAGE) from None
     if args.noise and "session" in modes:
-        print("emotiond eval: --noise is not supported with --mode session", file=sys.stderr)
-        return exitcodes.USAGE
-    out: dict[str, Any] = {
-        "manifest": str(args.manifest),
-        "model": str(model.path),
-        "model_name": model.info.name,
-        "model_version": model.info.version,
-        "labels": list(model.labels),
-        "skipped": {"n": sum(skipped.values()), "labels": skipped},
-        "denoise": front.denoise.enabled,
-    }
-    if args.json and not args.report:  # the PNG and the per-class table go next to the JSON
-        args.report = args.json.parent
+        raise _Stop("--noise is not supported with --mode session", exitcodes.USAGE)
+    return _Job(settings, model, clips, skipped, modes, skew, front.denoise.enabled)
+
+
+def _score_noise(args: argparse.Namespace, job: _Job, tick: Callable[[], None]) -> dict[str, Any]:
+    """Every requested SNR, scored with the denoise stage on and off."""
+    snrs = [float(s) for s in args.snr.split(",") if s.strip()]
+    by_snr: dict[str, Any] = {}
+    for snr in snrs:
+        key = f"{snr:g}"
+        by_snr[key] = {}
+        for enabled in (True, False):
+            s = with_denoise(job.settings, enabled)
+            maker = NoiseMaker(args.noise, [c.path for c in job.clips], seed=args.seed)
+            by_snr[key]["denoise_on" if enabled else "denoise_off"] = {
+                m: _short(score(s, job.model, job.clips, m, maker, snr, seed=args.seed, progress=tick))
+                for m in job.modes
+            }
+        print(f"noise {args.noise} at {key} dB: " + ", ".join(
+            f"{m} UAR {by_snr[key]['denoise_on'][m]['uar']:.3f} (denoise on) / "
+            f"{by_snr[key]['denoise_off'][m]['uar']:.3f} (off)" for m in job.modes), file=sys.stderr)
+    return {"kind": args.noise, "snr_db": snrs, "modes": job.modes, "snr_definition": noise.SNR_DEFINITION,
+            "by_snr": by_snr}
+
+
+def _score_all(args: argparse.Namespace, job: _Job, out: dict[str, Any]) -> dict[str, Any]:
+    """Every mode (and noise level) over the clips, behind a progress bar on a terminal; fills ``out``."""
     from rich.progress import Progress
 
     n_noise = 2 * len([s for s in args.snr.split(",") if s.strip()]) if args.noise else 0
     bar = Progress(transient=True, disable=not sys.stderr.isatty(), console=_stderr_console())
-    task = bar.add_task("scoring clips", total=len(clips) * len(modes) * (1 + n_noise))
+    task = bar.add_task("scoring clips", total=len(job.clips) * len(job.modes) * (1 + n_noise))
     tick = lambda: bar.advance(task)  # noqa: E731
     try:
         bar.start()
         results = {
-            m: score_sessions(settings, model, clips, args.seed, skew, tick)
+            m: score_sessions(job.settings, job.model, job.clips, args.seed, job.skew, tick)
             if m == "session"
-            else score(settings, model, clips, m, seed=args.seed, progress=tick)
-            for m in modes
+            else score(job.settings, job.model, job.clips, m, seed=args.seed, progress=tick)
+            for m in job.modes
         }
         for r in results.values():
             r["skipped"] = out["skipped"]
         out["results"] = results
-        if len(modes) == 2:
+        if len(job.modes) == 2:
             out["gap_uar"] = results["stream"]["uar"] - results["clip"]["uar"]
             out["gap_accuracy"] = results["stream"]["accuracy"] - results["clip"]["accuracy"]
         if args.noise:
-            snrs = [float(s) for s in args.snr.split(",") if s.strip()]
-            by_snr: dict[str, Any] = {}
-            for snr in snrs:
-                key = f"{snr:g}"
-                by_snr[key] = {}
-                for enabled in (True, False):
-                    s = with_denoise(settings, enabled)
-                    maker = NoiseMaker(args.noise, [c.path for c in clips], seed=args.seed)
-                    by_snr[key]["denoise_on" if enabled else "denoise_off"] = {
-                        m: _short(score(s, model, clips, m, maker, snr, seed=args.seed, progress=tick))
-                        for m in modes
-                    }
-                print(f"noise {args.noise} at {key} dB: " + ", ".join(
-                    f"{m} UAR {by_snr[key]['denoise_on'][m]['uar']:.3f} (denoise on) / "
-                    f"{by_snr[key]['denoise_off'][m]['uar']:.3f} (off)" for m in modes), file=sys.stderr)
-            out["noise"] = {"kind": args.noise, "snr_db": snrs, "modes": modes,
-                            "snr_definition": noise.SNR_DEFINITION,
-                            "by_snr": by_snr}
+            out["noise"] = _score_noise(args, job, tick)
     except AudioFileError as exc:
+        raise _Stop(str(exc), exitcodes.NOINPUT if exc.missing else exitcodes.DATAERR) from None
+    finally:
         bar.stop()
+    return results
+
+
+def _write_report(report: Path, out: dict[str, Any], results: dict[str, Any]) -> None:
+    report.mkdir(parents=True, exist_ok=True)
+    for m, r in results.items():
+        (report / f"per_class_{m}.md").write_text(per_class_table(r))
+        try:
+            from ..models.evaluate import plot_confusion
+
+            plot_confusion(r, report / f"confusion_{m}.png", f"{m}: UAR {r['uar']:.3f}, n={r['n']}")
+        except ImportError:
+            pass
+    if "noise" in out:
+        (report / "noise.md").write_text(noise_table(out["noise"]))
+
+
+def eval_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        job = _prepare(args)
+        model = job.model
+        out: dict[str, Any] = {
+            "manifest": str(args.manifest),
+            "model": str(model.path),
+            "model_name": model.info.name,
+            "model_version": model.info.version,
+            "labels": list(model.labels),
+            "skipped": {"n": sum(job.skipped.values()), "labels": job.skipped},
+            "denoise": job.denoise,
+        }
+        results = _score_all(args, job, out)
+    except _Stop as exc:
         print(f"emotiond eval: {exc}", file=sys.stderr)
-        return exitcodes.NOINPUT if exc.missing else exitcodes.DATAERR
-    bar.stop()
-    out["n"] = len(clips)
-    print(f"model {model.info.name} {model.info.version}: {len(clips)} clips, "
+        return exc.exit_code
+    out["n"] = len(job.clips)
+    print(f"model {model.info.name} {model.info.version}: {len(job.clips)} clips, "
           f"{out['skipped']['n']} row(s) skipped (labels not in the model)")
     print(side_by_side(results))
     if "noise" in out:
@@ -584,16 +631,7 @@ def eval_main(argv: list[str]) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")
-    if args.report:
-        args.report.mkdir(parents=True, exist_ok=True)
-        for m, r in results.items():
-            (args.report / f"per_class_{m}.md").write_text(per_class_table(r))
-            try:
-                from ..models.evaluate import plot_confusion
-
-                plot_confusion(r, args.report / f"confusion_{m}.png", f"{m}: UAR {r['uar']:.3f}, n={r['n']}")
-            except ImportError:
-                pass
-        if "noise" in out:
-            (args.report / "noise.md").write_text(noise_table(out["noise"]))
+    report = args.report or (args.json.parent if args.json else None)  # PNG and tables next to the JSON
+    if report:
+        _write_report(report, out, results)
     return exitcodes.OK

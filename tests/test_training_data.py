@@ -7,6 +7,7 @@ the check against the real data skips when ``$EMOTIOND_DATA`` / ../shared/data i
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -246,3 +247,30 @@ def test_feature_cache_key_is_the_one_main_used_before_frontendparams_moved() ->
 
     adapted = FrontendParams(adapt=AdaptParams(horizon_s=60.0, prior_s=5.0))
     assert cache_key(stems, adapted, None, []) == "fb81735b4b1c2f88"
+
+
+@pytest.mark.slow
+def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
+    """``emotiond train`` end to end on 12 synthetic clips (1 epoch, tiny network): the named steps of
+    ``train_main``/``train_model`` still produce a model, sidecars the runtime reads back, and metrics."""
+    pytest.importorskip("tensorflow")
+    from emotiond.models.runtime import EmotionModel
+    from emotiond.models.training.train import train_main
+
+    labels = ["angry", "happy", "sad"]
+    rows = [(f"{spk}{i}", labels[i % 3], spk) for spk in ("DC", "JE", "JK", "KL") for i in range(3)]
+    make_corpus(tmp_path / "data", "savee", rows)
+    out = tmp_path / "out"
+    code = train_main([
+        "--data", str(tmp_path / "data"), "--corpora", "savee", "--teacher", "none", "--epochs", "1",
+        "--widths", "8,8,8,8", "--cache", str(tmp_path / "cache"), "--out", str(out), "--workers", "1",
+        "--threads", "1",
+    ])
+    assert code == 0
+    model = EmotionModel(out / "emotion_int8.tflite")
+    side = json.loads((out / "emotion_int8.json").read_text())
+    assert "denoise" in side and "gate" not in side
+    assert model.info.frontend() == FrontendParams(adapt=model.info.frontend().adapt)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and "test_tflite_int8" in metrics
+    assert (out / "report" / "per_class.md").is_file()
