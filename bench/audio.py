@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from emotiond.dsp.noise import pink_noise, scale_to_snr, speech_rms
 
 SR = 16_000
 
@@ -50,9 +51,8 @@ def espeak(text: str, voice: str = "en-us", pitch: int = 50, rate: int = 160, ga
 
 
 def pink(n: int, rng: np.random.Generator, dbfs: float) -> np.ndarray:
-    white = rng.normal(0, 1, n)
-    p = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, n // 2 + 2)), n=n)
-    return p * 10 ** (dbfs / 20) / np.sqrt(np.mean(p**2))
+    """Pink noise at ``dbfs``: the noise kit's (``emotiond.dsp.noise``)."""
+    return pink_noise(n, rng, dbfs)
 
 
 def synthetic_items(n: int, seed: int = 0) -> list[Item]:
@@ -72,8 +72,8 @@ def scene(items: list[Item], rng: np.random.Generator, gap_s: tuple[float, float
           bed_snr_db: float | None = None) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
     """Clips separated by random silences over a noise bed; returns the signal and each clip's (start, end, label).
 
-    The bed is pink noise at ``bed_dbfs``, or ``bed`` (looped) scaled to ``bed_snr_db`` below the
-    median clip RMS when given.
+    The bed is pink noise at ``bed_dbfs``, or ``bed`` (looped) at ``bed_snr_db`` below the median
+    clip's speech level, as the noise kit defines SNR (``emotiond.dsp.noise``).
     """
     parts, spans = [np.zeros(int(lead_s * SR))], []
     pos = len(parts[0])
@@ -88,9 +88,8 @@ def scene(items: list[Item], rng: np.random.Generator, gap_s: tuple[float, float
     if bed is not None and len(bed):
         reps = int(np.ceil(len(sig) / len(bed)))
         noise = np.tile(bed, reps)[: len(sig)]
-        rms = np.median([np.sqrt(np.mean(it.signal**2)) for it in items])
-        target = rms * 10 ** (-(bed_snr_db if bed_snr_db is not None else 20.0) / 20)
-        noise = noise * target / max(float(np.sqrt(np.mean(noise**2))), 1e-12)
+        median = items[int(np.argsort([speech_rms(it.signal) for it in items])[len(items) // 2])].signal
+        noise = scale_to_snr(median, noise, bed_snr_db if bed_snr_db is not None else 20.0)
     else:
         noise = pink(len(sig), rng, bed_dbfs)
     return np.clip(sig + noise, -1, 1), spans

@@ -51,8 +51,9 @@ def fresh_normaliser(info: ModelInfo, horizon_s: float | None = None) -> WindowN
     if info.normalisation != HouseholdNormaliser.name:
         return PerWindowMean()
     adapt = info.extra["adapt"]  # checked by models.runtime.load_info
-    horizon = horizon_s if horizon_s is not None else float(adapt["horizon_s"])
-    params = AdaptParams(horizon_s=horizon, prior_s=min(float(adapt["prior_s"]), horizon))
+    trained = info.frontend().adapt
+    horizon = horizon_s if horizon_s is not None else trained.horizon_s
+    params = AdaptParams(horizon_s=horizon, prior_s=min(trained.prior_s, horizon))
     return HouseholdNormaliser(HouseholdStats(params, np.array(adapt["prior_mean"]), np.array(adapt["prior_var"])))
 
 

@@ -9,14 +9,17 @@ runs it, and a change to the wiring is made once.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from .. import exitcodes
-from ..dsp.adapt import WindowNormaliser
-from ..dsp.frontend import Frontend, WindowParams
+from ..dsp.adapt import AdaptParams, WindowNormaliser
+from ..dsp.frontend import Frontend, FrontendParams, WindowParams
 from ..dsp.smoother import Smoother, UtteranceSummary
-from ..models.runtime import _RUNTIMES, DEFAULT_MODEL, EmotionModel, ModelError
+from ..models.runtime import DEFAULT_MODEL, RUNTIMES, EmotionModel, ModelError
 from .adaptation import fresh_normaliser
 from .config import ConfigError, Settings
 from .payloads import CLOCK_AUDIO, CLOCK_WALL, PayloadFactory, Topics
@@ -28,7 +31,7 @@ FEATURE_HOP_MS = 10
 
 # ``model.runtime`` names → the module the model runtime imports; derived from the
 # runtime's own list so the two can never disagree.
-RUNTIME_MODULES: dict[str, str] = {module.split(".")[0]: module for module in _RUNTIMES}
+RUNTIME_MODULES: dict[str, str] = {module.split(".")[0]: module for module in RUNTIMES}
 
 
 class StartupError(Exception):
@@ -49,26 +52,52 @@ def load_model(settings: Settings) -> EmotionModel:
         raise StartupError(f"model.path: {exc}", exitcodes.CONFIG) from None
 
 
-def window_params(settings: Settings, model: EmotionModel) -> WindowParams:
-    """Window length from the model, hop and minimum speech from ``features.*``; a mismatch is a config error."""
-    window_frames = model.info.window_frames
-    if settings.features.window_s is not None:
-        wanted = round(settings.features.window_s * 1000 / FEATURE_HOP_MS)
+def frontend_params(settings: Settings, model: EmotionModel) -> FrontendParams:
+    """The model's front end (its sidecar) with what the configuration may override; a mismatch is a config error.
+
+    A key set in the configuration (file, environment or ``--set``) wins over
+    the sidecar: ``vad.*``, ``denoise.*``, ``windows.hop_ms``,
+    ``windows.min_speech_ms`` and ``adapt.horizon_s``. The window length is the
+    model's input and cannot change; ``windows.window_s`` may only restate it.
+    Keys left out take the model's values, so a model trained with other
+    settings is run as it was trained.
+    """
+    trained = model.info.frontend()
+    window_frames = trained.window.window_frames
+    windows = settings.windows
+    if windows.window_s is not None:
+        wanted = round(windows.window_s * 1000 / FEATURE_HOP_MS)
         if wanted != window_frames:
             raise StartupError(
-                f"features.window_s: {settings.features.window_s} s does not match the model's "
+                f"windows.window_s: {windows.window_s} s does not match the model's "
                 f"{window_frames * FEATURE_HOP_MS / 1000} s window ({model.path})",
                 exitcodes.CONFIG,
             )
-    min_frames = min(window_frames, max(1, settings.features.min_speech_ms // FEATURE_HOP_MS))
-    return WindowParams(window_frames, settings.features.hop_ms // FEATURE_HOP_MS, min_frames)
+    hop_frames, min_frames = trained.window.hop_frames, trained.window.min_frames
+    if "hop_ms" in windows.model_fields_set:
+        hop_frames = windows.hop_ms // FEATURE_HOP_MS
+    if "min_speech_ms" in windows.model_fields_set:
+        min_frames = max(1, windows.min_speech_ms // FEATURE_HOP_MS)
+    adapt = trained.adapt
+    if settings.adapt.horizon_s is not None:
+        adapt = AdaptParams(horizon_s=settings.adapt.horizon_s, prior_s=min(adapt.prior_s, settings.adapt.horizon_s))
+    return FrontendParams(
+        vad=replace(trained.vad, **_set_fields(settings.vad)),
+        denoise=replace(trained.denoise, **_set_fields(settings.denoise)),
+        window=WindowParams(window_frames, hop_frames, min(window_frames, min_frames)),
+        adapt=adapt,
+    )
+
+
+def _set_fields(section: BaseModel) -> dict[str, Any]:
+    """The keys of a config section that were given (file, environment, ``--set``), not defaulted."""
+    return {name: getattr(section, name) for name in section.model_fields_set}
 
 
 def build_frontend(settings: Settings, model: EmotionModel, normaliser: WindowNormaliser) -> Frontend:
     """The DSP stages; ``normaliser`` (the adapt stage) outlives a rebuilt frontend, so a reload keeps the household."""
-    return Frontend(
-        settings.vad.params(), settings.denoise.params(), window_params(settings, model), normaliser=normaliser
-    )
+    fp = frontend_params(settings, model)
+    return Frontend(fp.vad, fp.denoise, fp.window, normaliser=normaliser)
 
 
 def make_source(settings: Settings, fast: bool = False) -> AudioSource:

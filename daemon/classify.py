@@ -15,18 +15,15 @@ from ..dsp.audio import AudioFileError, load_mono_16k
 from ..dsp.frontend import clip_windows
 from ..models.runtime import EmotionModel
 from .adaptation import fresh_normaliser
-from .assembly import load_model, window_params
+from .assembly import frontend_params, load_model
 from .config import Settings
 
 
 def classify_signal(model: EmotionModel, settings: Settings, signal: np.ndarray) -> dict[str, Any]:
     """Mean window probabilities of a clip, as the smoother summarises an utterance."""
+    fp = frontend_params(settings, model)
     windows = clip_windows(
-        signal,
-        settings.vad.params(),
-        settings.denoise.params(),
-        window_params(settings, model),
-        normaliser=fresh_normaliser(model.info, settings.adapt.horizon_s),
+        signal, fp.vad, fp.denoise, fp.window, normaliser=fresh_normaliser(model.info, settings.adapt.horizon_s)
     )
     if not windows:
         return {"emotion": None, "confidence": 0.0, "probabilities": {}, "windows": 0,

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from ..dsp.denoise import GateParams
+from ..dsp.denoise import DenoiseParams
 from ..dsp.smoother import SmootherParams
 from ..dsp.vad import VadParams
 from .mqtt_topics import MAX_ID_BYTES, MAX_PREFIX_BYTES, check_topic_part, check_utf8_text
@@ -47,6 +47,22 @@ class ConfigError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message)))
+
+
+def Trained(default: Any, **kwargs: Any) -> Any:
+    """A key whose value the model's sidecar supplies (its ``FrontendParams``).
+
+    The default shown is the shipped model's; the key is applied only when the
+    configuration sets it (``daemon/assembly.frontend_params``), so a model
+    trained with other settings runs as it was trained. config.yaml shows
+    these keys commented out.
+    """
+    return Field(default, json_schema_extra={"from_model": True}, **kwargs)
+
+
+def from_model(field: Any) -> bool:
+    """Whether a settings field is a ``Trained`` one."""
+    return isinstance(field.json_schema_extra, dict) and bool(field.json_schema_extra.get("from_model"))
 
 
 class _Section(BaseModel):
@@ -74,42 +90,40 @@ class SourceSettings(_Section):
 class VadSettings(_Section):
     """webrtcvad and the utterance rings (stage ``vad``)."""
 
-    frame_ms: Literal[10, 20, 30] = Field(VadParams.frame_ms, description="webrtcvad frame length")
-    aggressiveness: int = Field(VadParams.aggressiveness, ge=0, le=3, description="0 = lenient … 3 = strict")
-    start_ms: int = Field(VadParams.start_ms, ge=10, le=2000, description="ring that must be mostly voiced to start")
-    start_ratio: float = Field(VadParams.start_ratio, gt=0, le=1, description="voiced share that starts speech")
-    hangover_ms: int = Field(VadParams.hangover_ms, ge=30, le=5000, description="ring that must be unvoiced to end")
-    end_ratio: float = Field(VadParams.end_ratio, gt=0, le=1, description="unvoiced share that ends speech")
-    end_padding_ms: int = Field(VadParams.end_padding_ms, ge=0, le=2000, description="kept after the last voice")
-    max_segment_s: float = Field(VadParams.max_segment_s, ge=1, le=600, description="split longer utterances")
-    min_rms_dbfs: float = Field(VadParams.min_rms_dbfs, ge=-120, le=0, description="quieter frames are silence")
-    warmup_ms: int = Field(VadParams.warmup_ms, ge=0, le=10000, description="ignored while webrtcvad adapts")
-
-    def params(self) -> VadParams:
-        return VadParams(**self.model_dump())
+    frame_ms: Literal[10, 20, 30] = Trained(VadParams.frame_ms, description="webrtcvad frame length")
+    aggressiveness: int = Trained(VadParams.aggressiveness, ge=0, le=3, description="0 = lenient … 3 = strict")
+    start_ms: int = Trained(VadParams.start_ms, ge=10, le=2000, description="ring that must be mostly voiced to start")
+    start_ratio: float = Trained(VadParams.start_ratio, gt=0, le=1, description="voiced share that starts speech")
+    hangover_ms: int = Trained(VadParams.hangover_ms, ge=30, le=5000, description="ring that must be unvoiced to end")
+    end_ratio: float = Trained(VadParams.end_ratio, gt=0, le=1, description="unvoiced share that ends speech")
+    end_padding_ms: int = Trained(VadParams.end_padding_ms, ge=0, le=2000, description="kept after the last voice")
+    max_segment_s: float = Trained(VadParams.max_segment_s, ge=1, le=600, description="split longer utterances")
+    min_rms_dbfs: float = Trained(VadParams.min_rms_dbfs, ge=-120, le=0, description="quieter frames are silence")
+    warmup_ms: int = Trained(VadParams.warmup_ms, ge=0, le=10000, description="ignored while webrtcvad adapts")
 
 
 class DenoiseSettings(_Section):
     """Stationary spectral gate (stage ``denoise``), noisereduce's algorithm on the feature STFT."""
 
-    enabled: bool = Field(GateParams.enabled, description="gate speech frames with the learned noise profile")
-    n_std_thresh: float = Field(GateParams.n_std_thresh, ge=0, le=10, description="threshold above noise mean, in std")
-    prop_decrease: float = Field(GateParams.prop_decrease, ge=0, le=1, description="1 = remove gated bins fully")
-    freq_smooth_hz: float = Field(GateParams.freq_smooth_hz, ge=62.5, le=4000, description="mask smoothing in Hz")
-    time_smooth_ms: float = Field(GateParams.time_smooth_ms, ge=0, le=500, description="mask smoothing in ms (lag)")
-    profile_s: float = Field(GateParams.profile_s, ge=0.1, le=60, description="non-speech kept in the profile")
-    min_profile_s: float = Field(GateParams.min_profile_s, ge=0.02, le=60, description="profile needed to gate")
+    enabled: bool = Trained(DenoiseParams.enabled, description="gate speech frames with the learned noise profile")
+    n_std_thresh: float = Trained(
+        DenoiseParams.n_std_thresh, ge=0, le=10, description="threshold above noise mean, in std"
+    )
+    prop_decrease: float = Trained(DenoiseParams.prop_decrease, ge=0, le=1, description="1 = remove gated bins fully")
+    freq_smooth_hz: float = Trained(DenoiseParams.freq_smooth_hz, ge=62.5, le=4000, description="mask smoothing in Hz")
+    time_smooth_ms: float = Trained(
+        DenoiseParams.time_smooth_ms, ge=0, le=500, description="mask smoothing in ms (lag)"
+    )
+    profile_s: float = Trained(DenoiseParams.profile_s, ge=0.1, le=60, description="non-speech kept in the profile")
+    min_profile_s: float = Trained(DenoiseParams.min_profile_s, ge=0.02, le=60, description="profile needed to gate")
 
-    def params(self) -> GateParams:
-        return GateParams(**self.model_dump())
 
+class WindowSettings(_Section):
+    """Which log-mel windows the model classifies: how often, and from how much speech (stage ``windows``)."""
 
-class FeatureSettings(_Section):
-    """Sliding windows over the log-mel ring (stage ``features``)."""
-
-    hop_ms: int = Field(250, ge=10, le=5000, description="a model window every hop_ms of speech")
+    hop_ms: int = Trained(250, ge=10, le=5000, description="a model window every hop_ms of speech")
     window_s: float | None = Field(None, gt=0, le=10, description="null = the model's; else must equal it")
-    min_speech_ms: int = Field(200, ge=10, le=5000, description="shorter utterances are not classified")
+    min_speech_ms: int = Trained(200, ge=10, le=5000, description="shorter utterances are not classified")
 
     @field_validator("hop_ms")
     @classmethod
@@ -258,7 +272,7 @@ class Settings(_Section):
     source: SourceSettings = Field(default_factory=SourceSettings)
     vad: VadSettings = Field(default_factory=VadSettings)
     denoise: DenoiseSettings = Field(default_factory=DenoiseSettings)
-    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    windows: WindowSettings = Field(default_factory=WindowSettings)
     adapt: AdaptSettings = Field(default_factory=AdaptSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     smoother: SmootherSettings = Field(default_factory=SmootherSettings)
@@ -383,6 +397,32 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{loc}: {msg}"
 
 
+# Sections renamed in this release: the old name is read, with one warning, until the next.
+RENAMED_SECTIONS = {"features": "windows"}
+
+
+def _renamed_section(tree: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The file's sections under their current names; an old name is warned about once, naming the file."""
+    for old, new in RENAMED_SECTIONS.items():
+        if old not in tree:
+            continue
+        if new in tree:
+            raise ConfigError(f"{path}: both '{old}:' and '{new}:' are given; '{old}' is the old name of '{new}'")
+        log.warning("%s: section '%s:' is now '%s:'; the old name is read until the next release", path, old, new)
+        tree = {(new if k == old else k): v for k, v in tree.items()}
+    return tree
+
+
+def _renamed_key(dotted: str, origin: str) -> str:
+    """``features.hop_ms`` → ``windows.hop_ms``, with one warning naming where it came from."""
+    section, dot, rest = dotted.partition(".")
+    if section in RENAMED_SECTIONS and dot:
+        new = f"{RENAMED_SECTIONS[section]}.{rest}"
+        log.warning("%s: '%s' is now '%s'; the old name is read until the next release", origin, dotted, new)
+        return new
+    return dotted
+
+
 def load_settings(
     path: Path | None = None,
     overrides: Iterable[str] = (),
@@ -406,9 +446,10 @@ def load_settings(
             if not allow_empty:
                 raise ConfigError(f"{path}: the config file is empty (no settings); refusing to reset to the defaults")
             log.warning("%s: the config file is empty; every setting has its default", path)
-        tree = read or {}
+        tree = _renamed_section(read or {}, path)
     origins: dict[str, str] = {}
     for dotted, raw, origin in env_overrides(environ):
+        dotted = _renamed_key(dotted, origin)
         _set_path(tree, dotted, override_value(dotted, raw, origin), origin)
         origins[dotted] = origin
     for item in overrides:
@@ -416,8 +457,9 @@ def load_settings(
             raise ConfigError(f"--set {item}: expected section.key=value")
         dotted, raw = item.split("=", 1)
         origin = f"--set {dotted}"
-        _set_path(tree, dotted.strip(), override_value(dotted.strip(), raw, origin), origin)
-        origins[dotted.strip()] = origin
+        dotted = _renamed_key(dotted.strip(), origin)
+        _set_path(tree, dotted, override_value(dotted, raw, origin), origin)
+        origins[dotted] = origin
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:

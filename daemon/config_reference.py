@@ -17,13 +17,15 @@ from pydantic.fields import FieldInfo
 
 from .. import exitcodes
 from ..usage import Parser
-from .config import Settings
+from .config import Settings, from_model
 
 HEADER = """\
 # emotiond configuration. Every key is shown with its default.
 # Installed location: /etc/emotiond/config.yaml (or pass --config FILE).
 # Override any key with EMOTIOND_<SECTION>__<KEY>=value or --set section.key=value.
-# Pipeline: source -> vad -> denoise -> features -> adapt -> model -> smoother -> sinks (mqtt, stdout).
+# Pipeline: source -> vad -> denoise -> features -> windows -> adapt -> model -> smoother -> sinks (mqtt, stdout).
+# Keys shown commented out take the model's own value (from its sidecar; the value shown is the
+# shipped model's): uncomment a key, and its section line, to override the model.
 """
 
 
@@ -66,6 +68,10 @@ def _walk(model: type[BaseModel], prefix: str = "") -> list[tuple[str, FieldInfo
     return rows
 
 
+def _all_from_model(section: type[BaseModel]) -> bool:
+    return all(from_model(f) for f in section.model_fields.values())
+
+
 def render_yaml() -> str:
     lines = [HEADER]
     for dotted, field, section in _walk(Settings):
@@ -76,10 +82,12 @@ def render_yaml() -> str:
             doc = (section.__doc__ or "").strip().splitlines()
             if depth == 0:
                 lines.append("")
-            lines.append(f"{indent}{key}:" + (f"  # {doc[0]}" if doc and depth == 0 else ""))
+            mark = "# " if _all_from_model(section) else ""  # an empty section would be null, not {}
+            lines.append(f"{mark}{indent}{key}:" + (f"  # {doc[0]}" if doc and depth == 0 else ""))
             continue
         assert field is not None
-        lines.append(f"{indent}{key}: {_yaml_value(_default(field))}  # {field.description}")
+        mark = "# " if from_model(field) else ""
+        lines.append(f"{mark}{indent}{key}: {_yaml_value(_default(field))}  # {field.description}")
     return "\n".join(lines) + "\n"
 
 
@@ -102,6 +110,16 @@ def render_markdown() -> str:
         "file (or one with only comments) is accepted at start with a warning that every",
         "setting has its default.",
         "",
+        "Keys marked *model* take the model's own value, from its sidecar (the default",
+        "shown is the shipped model's): the VAD, denoise and window settings a model was",
+        "trained with travel with it. A key set in the file, the environment or `--set`",
+        "overrides the model's value; `config.yaml` shows these keys commented out.",
+        "",
+        "The section `windows` was called `features` (its `hop_ms` is the window hop, not",
+        "the 10 ms feature hop). The old name is still read, in the file, the environment",
+        "(`EMOTIOND_FEATURES__…`) and `--set features.…`, with one warning line naming",
+        "where it was found; it goes in the next release.",
+        "",
         "Topic parts (`mqtt.base_topic`, `mqtt.device_id`, `homeassistant.prefix`) and",
         "`mqtt.client_id` are checked as MQTT defines them: valid UTF-8 without control",
         "characters or non-characters, no wildcards `#` `+`, no leading `$` (broker",
@@ -115,7 +133,8 @@ def render_markdown() -> str:
                     "", "| key | default | range | meaning |", "|---|---|---|---|"]
             continue
         assert field is not None
-        out.append(f"| `{dotted}` | `{_yaml_value(_default(field))}` | {_ranges(field)} | {field.description} |")
+        default = f"`{_yaml_value(_default(field))}`" + (" *model*" if from_model(field) else "")
+        out.append(f"| `{dotted}` | {default} | {_ranges(field)} | {field.description} |")
     return "\n".join(out) + "\n"
 
 

@@ -17,10 +17,10 @@ Two paths, same model, same settings:
   (stream − clip UAR).
 
 ``--noise white|pink|babble|FILE --snr 20,10,5,0`` mixes noise into every clip
-at each SNR, *speech-weighted*: signal and noise power are both measured over
-the clip's speech-active 20 ms frames (those within 30 dB of the loudest
-frame), so a clip's silences do not dilute its SNR. Each SNR is scored with
-the denoise stage on and off.
+at each SNR as the one noise kit defines it (``dsp/noise.py``, shared with
+training's augmentation and the benches): the clip's speech level is the RMS of
+its loudest half of 25 ms frames, so its silences do not dilute the SNR. Each
+SNR is scored with the denoise stage on and off.
 
 Manifest: CSV with header ``path,label`` (optional ``speaker``), paths relative
 to the manifest's folder; rows whose label the model does not know are counted
@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .. import exitcodes
+from ..dsp import noise
 from ..dsp.audio import AudioFileError, load_mono_16k
 from ..dsp.features import SAMPLE_RATE
 from ..models.evaluate import manifest_clips, metrics, per_class_table
@@ -52,8 +53,7 @@ from .assembly import build_pipeline
 PAD_S = 1.0  # background added before and after each clip in stream mode
 PAD_MAX_DBFS = -62.0  # below the VAD's energy floor (vad.min_rms_dbfs, -60) so padding is never speech
 PAD_MIN_DBFS = -90.0
-ACTIVE_FRAME = 320  # 20 ms frames for the speech-active level
-ACTIVE_RANGE_DB = 30.0  # frames within this of the loudest are speech-active
+PAD_FRAME = 320  # 20 ms frames for the clip's own background level
 
 
 # -- manifest ------------------------------------------------------------------
@@ -75,63 +75,15 @@ def load_clips(manifest: Path, labels: Sequence[str]) -> tuple[list[Clip], dict[
 # -- noise ---------------------------------------------------------------------
 
 
-def frame_power(x: np.ndarray, frame: int = ACTIVE_FRAME) -> np.ndarray:
+def frame_power(x: np.ndarray, frame: int = PAD_FRAME) -> np.ndarray:
     n = len(x) // frame
     if n == 0:
         return np.array([float(np.mean(x * x))]) if len(x) else np.zeros(1)
     return np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1)
 
 
-def active_mask(speech: np.ndarray, frame: int = ACTIVE_FRAME, range_db: float = ACTIVE_RANGE_DB) -> np.ndarray:
-    """Per-sample mask of the speech-active frames: within ``range_db`` of the loudest frame."""
-    power = frame_power(speech, frame)
-    floor = power.max() * 10 ** (-range_db / 10)
-    active = power >= max(floor, 1e-12)
-    mask = np.repeat(active, frame)
-    if len(mask) < len(speech):
-        mask = np.concatenate([mask, np.zeros(len(speech) - len(mask), dtype=bool)])
-    if not mask.any():
-        mask[:] = True
-    return mask[: len(speech)]
-
-
-def speech_snr_db(speech: np.ndarray, noise: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """SNR over the speech-active samples of ``speech`` (both powers on the same samples)."""
-    mask = active_mask(speech) if mask is None else mask
-    ps = float(np.mean(speech[mask] ** 2))
-    pn = float(np.mean(noise[mask] ** 2))
-    return 10 * np.log10(ps / max(pn, 1e-20))
-
-
-def scale_noise(speech: np.ndarray, noise: np.ndarray, snr_db: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """``noise`` scaled so that ``speech_snr_db(speech, result) == snr_db``."""
-    current = speech_snr_db(speech, noise, mask)
-    return noise * 10 ** ((current - snr_db) / 20)
-
-
-def white_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    return rng.normal(0.0, 1.0, n)
-
-
-def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """1/f power noise, unit RMS."""
-    white = rng.normal(0.0, 1.0, n)
-    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, n // 2 + 2)), n=n)
-    return pink / max(float(np.sqrt(np.mean(pink**2))), 1e-12)
-
-
-def loop_to(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``x`` repeated and cut to ``n`` samples from a random offset."""
-    if len(x) == 0:
-        return np.zeros(n)
-    reps = int(np.ceil((n + len(x)) / len(x)))
-    tiled = np.tile(x, reps)
-    start = int(rng.integers(0, len(x)))
-    return tiled[start : start + n]
-
-
 class NoiseMaker:
-    """Noise of a given kind for a given length; babble sums other clips of the manifest."""
+    """Noise of a given kind for a given length (the noise kit's generators); babble sums other manifest clips."""
 
     def __init__(self, kind: str, pool: Sequence[Path] = (), seed: int = 0, talkers: int = 5) -> None:
         self.kind = kind
@@ -147,21 +99,19 @@ class NoiseMaker:
 
     def _clip(self, path: Path) -> np.ndarray:
         if path not in self._cache:
-            x = load_mono_16k(path)
-            mask = active_mask(x)
-            self._cache[path] = x / max(float(np.sqrt(np.mean(x[mask] ** 2))), 1e-9)  # equal speech level
+            self._cache[path] = load_mono_16k(path)
         return self._cache[path]
 
     def __call__(self, n: int, exclude: Path | None = None) -> np.ndarray:
         if self.kind == "white":
-            return white_noise(n, self.rng)
+            return noise.white_noise(n, self.rng)
         if self.kind == "pink":
-            return pink_noise(n, self.rng)
+            return noise.pink_noise(n, self.rng)
         if self._file is not None:
-            return loop_to(self._file, n, self.rng)
+            return noise.fit_length(self._file, n, self.rng)
         others = [p for p in self.pool if p != exclude] or self.pool
         chosen = self.rng.choice(len(others), size=min(self.talkers, len(others)), replace=False)
-        return np.sum([loop_to(self._clip(others[i]), n, self.rng) for i in chosen], axis=0)
+        return noise.babble([self._clip(others[i]) for i in chosen], n, self.rng)
 
 
 def pad_level(x: np.ndarray) -> float:
@@ -200,11 +150,14 @@ class CaptureSink:
     def publish_utterance(self, payload: dict[str, Any]) -> None:
         self.utterances.append(payload)
 
-    def set_status(self, status: str) -> None:
+    def set_status(self, status: str, reason: str | None = None) -> None:
         self.statuses.append(status)
 
     def publish_health(self, payload: dict[str, Any]) -> None:
         pass
+
+    def stats(self) -> dict[str, Any]:
+        return {}
 
     def close(self, timeout_s: float) -> None:
         pass
@@ -240,8 +193,7 @@ def clip_probabilities(settings: Any, model: Any, signal: np.ndarray) -> np.ndar
 
 
 def with_denoise(settings: Any, enabled: bool) -> Any:
-    if settings.denoise.enabled == enabled:
-        return settings
+    """``settings`` with ``denoise.enabled`` set, so it overrides the model's value (eval's on/off comparison)."""
     return settings.model_copy(update={"denoise": settings.denoise.model_copy(update={"enabled": enabled})})
 
 
@@ -406,7 +358,7 @@ def score(
     model: Any,
     clips: Sequence[Clip],
     mode: str,
-    noise: NoiseMaker | None = None,
+    noise_maker: NoiseMaker | None = None,
     snr_db: float | None = None,
     seed: int = 0,
     progress: Callable[[], None] | None = None,
@@ -427,14 +379,9 @@ def score(
         if progress is not None:
             progress()
         x = load_mono_16k(clip.path)
-        if mode == "stream":
-            sig, offset = padded(x, rng)
-        else:
-            sig, offset = x, 0
-        if noise is not None and snr_db is not None:
-            mask = np.zeros(len(sig), dtype=bool)
-            mask[offset : offset + len(x)] = active_mask(x)
-            sig = sig + scale_noise(sig, noise(len(sig), exclude=clip.path), snr_db, mask)
+        sig = padded(x, rng)[0] if mode == "stream" else x
+        if noise_maker is not None and snr_db is not None:  # SNR against the clip's speech, not the padding
+            sig = sig + noise.scale_to_snr(x, noise_maker(len(sig), exclude=clip.path), snr_db)
         audio_s += len(sig) / SAMPLE_RATE
         if mode == "stream":
             events, _ = run_stream(settings, model, sig)
@@ -522,11 +469,11 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def noise_table(noise: dict[str, Any]) -> str:
-    modes = noise["modes"]
+def noise_table(result: dict[str, Any]) -> str:
+    modes = result["modes"]
     head = "| SNR dB | " + " | ".join(f"{m} UAR denoise on | {m} UAR off | {m} acc on | {m} acc off" for m in modes)
     lines = [head + " |", "|---" * (1 + 4 * len(modes)) + "|"]
-    for snr, by in noise["by_snr"].items():
+    for snr, by in result["by_snr"].items():
         cells = []
         for m in modes:
             on, off = by["denoise_on"][m], by["denoise_off"][m]
@@ -541,94 +488,142 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def eval_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    from .assembly import StartupError, load_model
+class _Stop(Exception):
+    """A one-line reason ``emotiond eval`` cannot go on, and README's exit code for it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class _Job:
+    settings: Any
+    model: Any
+    clips: list[Clip]
+    skipped: dict[str, int]
+    modes: list[str]
+    skew: tuple[str, float] | None
+    denoise: bool
+
+
+def _prepare(args: argparse.Namespace) -> _Job:
+    """Settings, model and clips, checked before any scoring starts."""
+    from .assembly import StartupError, frontend_params, load_model
     from .config import ConfigError, load_settings
 
     try:
         settings = load_settings(args.config, args.overrides)
         model = load_model(settings)
+        front = frontend_params(settings, model)
     except (ConfigError, StartupError) as exc:
-        print(f"emotiond eval: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", exitcodes.CONFIG)
+        raise _Stop(str(exc), getattr(exc, "exit_code", exitcodes.CONFIG)) from None
     try:
         clips, skipped = load_clips(args.manifest, model.labels)
     except (OSError, ValueError, KeyError) as exc:
-        print(f"emotiond eval: {args.manifest}: {exc}", file=sys.stderr)
-        return exitcodes.NOINPUT if isinstance(exc, FileNotFoundError) else exitcodes.DATAERR
+        code = exitcodes.NOINPUT if isinstance(exc, FileNotFoundError) else exitcodes.DATAERR
+        raise _Stop(f"{args.manifest}: {exc}", code) from None
     if args.limit:
         clips = clips[: args.limit]
     if not clips:
-        print(f"emotiond eval: {args.manifest}: no row has a label the model knows ({', '.join(model.labels)})",
-              file=sys.stderr)
-        return exitcodes.DATAERR
+        known = ", ".join(model.labels)
+        raise _Stop(f"{args.manifest}: no row has a label the model knows ({known})", exitcodes.DATAERR)
     modes = ["clip", "stream"] if args.mode == "both" else [args.mode]
     try:
         skew = parse_skew(args.skew)
     except ValueError as exc:
-        print(f"emotiond eval: {exc}", file=sys.stderr)
-        return exitcodes.USAGE
+        raise _Stop(str(exc), exitcodes.USAGE) from None
     if args.noise and "session" in modes:
-        print("emotiond eval: --noise is not supported with --mode session", file=sys.stderr)
-        return exitcodes.USAGE
-    out: dict[str, Any] = {
-        "manifest": str(args.manifest),
-        "model": str(model.path),
-        "model_name": model.info.name,
-        "model_version": model.info.version,
-        "labels": list(model.labels),
-        "skipped": {"n": sum(skipped.values()), "labels": skipped},
-        "denoise": settings.denoise.enabled,
-    }
-    if args.json and not args.report:  # the PNG and the per-class table go next to the JSON
-        args.report = args.json.parent
+        raise _Stop("--noise is not supported with --mode session", exitcodes.USAGE)
+    return _Job(settings, model, clips, skipped, modes, skew, front.denoise.enabled)
+
+
+def _score_noise(args: argparse.Namespace, job: _Job, tick: Callable[[], None]) -> dict[str, Any]:
+    """Every requested SNR, scored with the denoise stage on and off."""
+    snrs = [float(s) for s in args.snr.split(",") if s.strip()]
+    by_snr: dict[str, Any] = {}
+    for snr in snrs:
+        key = f"{snr:g}"
+        by_snr[key] = {}
+        for enabled in (True, False):
+            s = with_denoise(job.settings, enabled)
+            maker = NoiseMaker(args.noise, [c.path for c in job.clips], seed=args.seed)
+            by_snr[key]["denoise_on" if enabled else "denoise_off"] = {
+                m: _short(score(s, job.model, job.clips, m, maker, snr, seed=args.seed, progress=tick))
+                for m in job.modes
+            }
+        print(f"noise {args.noise} at {key} dB: " + ", ".join(
+            f"{m} UAR {by_snr[key]['denoise_on'][m]['uar']:.3f} (denoise on) / "
+            f"{by_snr[key]['denoise_off'][m]['uar']:.3f} (off)" for m in job.modes), file=sys.stderr)
+    return {"kind": args.noise, "snr_db": snrs, "modes": job.modes, "snr_definition": noise.SNR_DEFINITION,
+            "by_snr": by_snr}
+
+
+def _score_all(args: argparse.Namespace, job: _Job, out: dict[str, Any]) -> dict[str, Any]:
+    """Every mode (and noise level) over the clips, behind a progress bar on a terminal; fills ``out``."""
     from rich.progress import Progress
 
     n_noise = 2 * len([s for s in args.snr.split(",") if s.strip()]) if args.noise else 0
     bar = Progress(transient=True, disable=not sys.stderr.isatty(), console=_stderr_console())
-    task = bar.add_task("scoring clips", total=len(clips) * len(modes) * (1 + n_noise))
+    task = bar.add_task("scoring clips", total=len(job.clips) * len(job.modes) * (1 + n_noise))
     tick = lambda: bar.advance(task)  # noqa: E731
     try:
         bar.start()
         results = {
-            m: score_sessions(settings, model, clips, args.seed, skew, tick)
+            m: score_sessions(job.settings, job.model, job.clips, args.seed, job.skew, tick)
             if m == "session"
-            else score(settings, model, clips, m, seed=args.seed, progress=tick)
-            for m in modes
+            else score(job.settings, job.model, job.clips, m, seed=args.seed, progress=tick)
+            for m in job.modes
         }
         for r in results.values():
             r["skipped"] = out["skipped"]
         out["results"] = results
-        if len(modes) == 2:
+        if len(job.modes) == 2:
             out["gap_uar"] = results["stream"]["uar"] - results["clip"]["uar"]
             out["gap_accuracy"] = results["stream"]["accuracy"] - results["clip"]["accuracy"]
         if args.noise:
-            snrs = [float(s) for s in args.snr.split(",") if s.strip()]
-            by_snr: dict[str, Any] = {}
-            for snr in snrs:
-                key = f"{snr:g}"
-                by_snr[key] = {}
-                for enabled in (True, False):
-                    s = with_denoise(settings, enabled)
-                    maker = NoiseMaker(args.noise, [c.path for c in clips], seed=args.seed)
-                    by_snr[key]["denoise_on" if enabled else "denoise_off"] = {
-                        m: _short(score(s, model, clips, m, maker, snr, seed=args.seed, progress=tick))
-                        for m in modes
-                    }
-                print(f"noise {args.noise} at {key} dB: " + ", ".join(
-                    f"{m} UAR {by_snr[key]['denoise_on'][m]['uar']:.3f} (denoise on) / "
-                    f"{by_snr[key]['denoise_off'][m]['uar']:.3f} (off)" for m in modes), file=sys.stderr)
-            out["noise"] = {"kind": args.noise, "snr_db": snrs, "modes": modes,
-                            "snr_definition": "speech-active 20 ms frames (within 30 dB of the loudest)",
-                            "by_snr": by_snr}
+            out["noise"] = _score_noise(args, job, tick)
     except AudioFileError as exc:
+        raise _Stop(str(exc), exitcodes.NOINPUT if exc.missing else exitcodes.DATAERR) from None
+    finally:
         bar.stop()
+    return results
+
+
+def _write_report(report: Path, out: dict[str, Any], results: dict[str, Any]) -> None:
+    report.mkdir(parents=True, exist_ok=True)
+    for m, r in results.items():
+        (report / f"per_class_{m}.md").write_text(per_class_table(r))
+        try:
+            from ..models.evaluate import plot_confusion
+
+            plot_confusion(r, report / f"confusion_{m}.png", f"{m}: UAR {r['uar']:.3f}, n={r['n']}")
+        except ImportError:
+            pass
+    if "noise" in out:
+        (report / "noise.md").write_text(noise_table(out["noise"]))
+
+
+def eval_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        job = _prepare(args)
+        model = job.model
+        out: dict[str, Any] = {
+            "manifest": str(args.manifest),
+            "model": str(model.path),
+            "model_name": model.info.name,
+            "model_version": model.info.version,
+            "labels": list(model.labels),
+            "skipped": {"n": sum(job.skipped.values()), "labels": job.skipped},
+            "denoise": job.denoise,
+        }
+        results = _score_all(args, job, out)
+    except _Stop as exc:
         print(f"emotiond eval: {exc}", file=sys.stderr)
-        return exitcodes.NOINPUT if exc.missing else exitcodes.DATAERR
-    bar.stop()
-    out["n"] = len(clips)
-    print(f"model {model.info.name} {model.info.version}: {len(clips)} clips, "
+        return exc.exit_code
+    out["n"] = len(job.clips)
+    print(f"model {model.info.name} {model.info.version}: {len(job.clips)} clips, "
           f"{out['skipped']['n']} row(s) skipped (labels not in the model)")
     print(side_by_side(results))
     if "noise" in out:
@@ -636,16 +631,7 @@ def eval_main(argv: list[str]) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")
-    if args.report:
-        args.report.mkdir(parents=True, exist_ok=True)
-        for m, r in results.items():
-            (args.report / f"per_class_{m}.md").write_text(per_class_table(r))
-            try:
-                from ..models.evaluate import plot_confusion
-
-                plot_confusion(r, args.report / f"confusion_{m}.png", f"{m}: UAR {r['uar']:.3f}, n={r['n']}")
-            except ImportError:
-                pass
-        if "noise" in out:
-            (args.report / "noise.md").write_text(noise_table(out["noise"]))
+    report = args.report or (args.json.parent if args.json else None)  # PNG and tables next to the JSON
+    if report:
+        _write_report(report, out, results)
     return exitcodes.OK

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..dsp.adapt import WindowNormaliser
 from ..models.runtime import EmotionModel
-from .assembly import build_frontend, check_sinks, make_sinks, window_params
+from .assembly import build_frontend, check_sinks, frontend_params, make_sinks
 from .config import Settings, load_settings
 from .payloads import STATUS_ONLINE
 from .pipeline import Pipeline
@@ -47,7 +47,7 @@ def plan_reload(
 ) -> ReloadPlan:
     """Re-read the configuration; raises ``ConfigError``/``StartupError`` before anything is changed."""
     new = load_settings(config_path, overrides, allow_empty=False)
-    window_params(new, model)
+    frontend_params(new, model)  # a bad windows.window_s fails here, before anything changes
     password = new.mqtt_password() if new.mqtt.enabled else None
     secret_changed = new.mqtt.enabled and password != old_password
     sinks_changed = secret_changed or (
@@ -62,7 +62,7 @@ def plan_reload(
         settings=new,
         changed=changed,
         smoother=new.smoother != old.smoother,
-        frontend=(new.vad, new.denoise, new.features) != (old.vad, old.denoise, old.features),
+        frontend=(new.vad, new.denoise, new.windows) != (old.vad, old.denoise, old.windows),
         sinks=new_sinks,
         password=password if new_sinks is not None else old_password,
         restart_only=(new.source, new.model, new.adapt) != (old.source, old.model, old.adapt),

@@ -31,7 +31,9 @@ from .features import FEATURES, FeatureConfig
 
 
 @dataclass(frozen=True)
-class GateParams:
+class DenoiseParams:
+    """Parameters of the denoise stage (config section ``denoise``, sidecar key ``denoise``, formerly ``gate``)."""
+
     enabled: bool = True
     n_std_thresh: float = 1.5
     prop_decrease: float = 1.0
@@ -47,7 +49,7 @@ def _triangle(n: int) -> np.ndarray:
     return ramp[1:-1]
 
 
-def smoothing_kernels(params: GateParams, cfg: FeatureConfig = FEATURES) -> tuple[np.ndarray, np.ndarray]:
+def smoothing_kernels(params: DenoiseParams, cfg: FeatureConfig = FEATURES) -> tuple[np.ndarray, np.ndarray]:
     """Frequency and time weights whose outer product is noisereduce's filter."""
     n_freq = max(1, int(params.freq_smooth_hz / (cfg.sample_rate / (cfg.n_fft / 2))))  # as noisereduce
     n_time = max(0, int(params.time_smooth_ms / (cfg.hop_length / cfg.sample_rate * 1000)))
@@ -67,7 +69,7 @@ class SpectralGate:
     returns the rest; the segment's edges repeat the edge masks.
     """
 
-    def __init__(self, params: GateParams = GateParams(), cfg: FeatureConfig = FEATURES) -> None:
+    def __init__(self, params: DenoiseParams = DenoiseParams(), cfg: FeatureConfig = FEATURES) -> None:
         self.params = params
         self.cfg = cfg
         fps = cfg.sample_rate / cfg.hop_length

@@ -22,12 +22,14 @@ are unchanged (``tests/test_frontend.py`` checks against an eager reference).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
-from .adapt import PerWindowMean, SegmentStats, WindowNormaliser
-from .denoise import GateParams, SpectralGate
+from .adapt import AdaptParams, PerWindowMean, SegmentStats, WindowNormaliser
+from .denoise import DenoiseParams, SpectralGate
 from .features import FEATURES, FeatureConfig, Spectrum, frame_count, frames_at
 from .vad import Span, VadParams, VoiceActivitySegmenter
 
@@ -43,6 +45,69 @@ class WindowParams:
             raise ValueError("hop_frames must be positive")
         if not 0 < self.min_frames <= self.window_frames:
             raise ValueError("min_frames must be in 1..window_frames")
+
+
+def _known(cls: type, values: Any) -> Any:
+    """``cls`` built from the keys of ``values`` it knows (a sidecar may carry more, or fewer)."""
+    if values is None:
+        return cls()
+    if not isinstance(values, Mapping):
+        raise ValueError(f"expected an object of {cls.__name__} fields, got {type(values).__name__}")
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass(frozen=True)
+class FrontendParams:
+    """Every parameter of vad → denoise → features → windows → adapt a model is trained with: the one definition.
+
+    Training writes it into the model's sidecar (``to_sidecar``), the runtime
+    reads it back from there (``from_sidecar``) and the daemon's configuration
+    overrides only what may differ from training (``daemon/assembly.py``). One
+    owner, so an evaluation, a benchmark and the daemon cannot drift apart.
+    """
+
+    vad: VadParams = field(default_factory=VadParams)
+    denoise: DenoiseParams = field(default_factory=DenoiseParams)
+    window: WindowParams = field(default_factory=WindowParams)
+    adapt: AdaptParams = field(default_factory=AdaptParams)
+
+    def to_sidecar(self) -> dict[str, Any]:
+        """The sidecar keys (``adapt`` without the statistics, which training adds)."""
+        return {
+            "window_frames": self.window.window_frames,
+            "hop_frames": self.window.hop_frames,
+            "min_frames": self.window.min_frames,
+            "vad": asdict(self.vad),
+            "denoise": asdict(self.denoise),
+            "adapt": asdict(self.adapt),
+        }
+
+    @classmethod
+    def from_sidecar(cls, data: Mapping[str, Any]) -> FrontendParams:
+        """Read back what ``to_sidecar`` wrote; absent keys take the defaults.
+
+        Sidecars before 2.1 name the denoise parameters ``gate``; they are read
+        the same. Raises ``ValueError``/``TypeError`` for a value the stages refuse.
+        """
+        default = WindowParams()
+        window = WindowParams(
+            window_frames=int(data.get("window_frames", default.window_frames)),
+            hop_frames=int(data.get("hop_frames", default.hop_frames)),
+            min_frames=int(data.get("min_frames", default.min_frames)),
+        )
+        denoise = data["denoise"] if "denoise" in data else data.get("gate")
+        return cls(_known(VadParams, data.get("vad")), _known(DenoiseParams, denoise), window,
+                   _known(AdaptParams, data.get("adapt")))
+
+    def cache_dict(self) -> dict[str, Any]:
+        """What the raw windows depend on, for training's feature-cache key.
+
+        The adapt stage is left out (training caches windows before it), and
+        the denoise entry keeps its old name ``gate``, so a cache built before
+        the rename is still found (``tests/test_training_data.py`` pins the key).
+        """
+        return {"vad": asdict(self.vad), "gate": asdict(self.denoise), "window": asdict(self.window)}
 
 
 @dataclass(frozen=True)
@@ -140,7 +205,7 @@ class Frontend:
     def __init__(
         self,
         vad: VadParams = VadParams(),
-        gate: GateParams = GateParams(),
+        denoise: DenoiseParams = DenoiseParams(),
         window: WindowParams = WindowParams(),
         cfg: FeatureConfig = FEATURES,
         normaliser: WindowNormaliser | None = None,
@@ -150,10 +215,10 @@ class Frontend:
         self.normaliser: WindowNormaliser = normaliser if normaliser is not None else PerWindowMean()
         self.spectrum = Spectrum(cfg)
         self.vad = VoiceActivitySegmenter(vad, cfg.sample_rate)
-        self.gate = SpectralGate(gate, cfg)
+        self.gate = SpectralGate(denoise, cfg)  # the denoise stage (noisereduce's spectral gate)
         # Holds the undecided audio (≤ ~0.5 s) plus the non-speech frames the
         # profile has not learned yet (≤ profile_s), with room to spare.
-        self._audio = _AudioBuffer(gate.profile_s + 5.0, cfg.sample_rate)
+        self._audio = _AudioBuffer(denoise.profile_s + 5.0, cfg.sample_rate)
         self._spans: deque[Span] = deque()
         self._next_frame = 0  # index of the first frame not yet routed
         self._utt: _Utterance | None = None
@@ -326,11 +391,11 @@ class Frontend:
 def clip_windows(
     signal: np.ndarray,
     vad: VadParams = VadParams(),
-    gate: GateParams = GateParams(),
+    denoise: DenoiseParams = DenoiseParams(),
     window: WindowParams = WindowParams(),
     normaliser: WindowNormaliser | None = None,
 ) -> list[Window]:
     """All windows the live daemon would classify for one 16 kHz clip."""
-    fe = Frontend(vad, gate, window, normaliser=normaliser)
+    fe = Frontend(vad, denoise, window, normaliser=normaliser)
     events = fe.push(signal) + fe.flush()
     return [e for e in events if isinstance(e, Window)]

@@ -1,18 +1,18 @@
-"""Offline evaluation of a shipped model on labelled audio (``emotiond eval``).
+"""The scoring library of the one evaluator: manifest reader, metrics, per-class table, confusion plot.
 
-No TensorFlow here: clips go through ``emotiond.dsp.frontend.clip_windows``
-with the front-end parameters the sidecar records, windows through
-``EmotionModel`` (the daemon's runtime), and a clip's prediction is the mean of
-its window probabilities, as the live smoother does over an utterance. A clip
-with no window (the VAD found no speech) counts as wrong.
+``emotiond eval`` (``daemon/evaluate.py``) is the evaluator: it runs clips
+through the parts ``daemon/assembly.py`` builds, front end from the model's
+sidecar. Training (``models/training/train.py``) scores its windows with the
+same ``metrics`` and ``clip_prediction``, so the numbers of both agree. A clip's
+prediction is the mean of its window probabilities, as the live smoother does
+over an utterance; a clip with no window (the VAD found no speech) counts as
+wrong. No TensorFlow here.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -103,22 +103,6 @@ def plot_confusion(result: dict[str, Any], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def frontend_params(extra: dict[str, Any], window_frames: int):
-    """VAD / gate / window parameters recorded in a sidecar (defaults when absent)."""
-    from ..dsp.denoise import GateParams
-    from ..dsp.frontend import WindowParams
-    from ..dsp.vad import VadParams
-
-    def build(cls, values):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (values or {}).items() if k in names})
-
-    vad = build(VadParams, extra.get("vad"))
-    gate = build(GateParams, extra.get("gate"))
-    window = WindowParams(window_frames=window_frames, hop_frames=int(extra.get("hop_frames", 25)))
-    return vad, gate, window
-
-
 def read_manifest(manifest_csv: Path) -> list[dict[str, str]]:
     manifest_csv = Path(manifest_csv)
     with manifest_csv.open(newline="") as fh:
@@ -150,65 +134,3 @@ def manifest_clips(
             path = manifest_csv.parent / path
         rows.append((path, label, (row.get("speaker") or "").strip()))
     return rows, skipped
-
-
-def evaluate_manifest(
-    manifest_csv: str | Path,
-    model_path: str | Path | None = None,
-    mode: str = "clip",
-    json_out: str | Path | None = None,
-    report_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Score a model on a ``path,label[,speaker]`` CSV (paths relative to the CSV's folder).
-
-    ``mode="clip"`` scores one prediction per clip (mean of window
-    probabilities); ``mode="window"`` scores every window with its clip's label.
-    Labels outside the model's label set are counted in ``skipped`` and left
-    out. ``json_out`` writes the result; ``report_dir`` also writes
-    ``confusion.png`` and ``per_class.md`` there.
-    """
-    from ..dsp.audio import load_mono_16k
-    from ..dsp.frontend import clip_windows
-    from .runtime import DEFAULT_MODEL, EmotionModel
-
-    if mode not in ("clip", "window"):
-        raise ValueError(f"mode must be 'clip' or 'window', not {mode!r}")
-    manifest_csv = Path(manifest_csv)
-    model = EmotionModel(Path(model_path) if model_path else DEFAULT_MODEL)
-    labels = list(model.labels)
-    index = {name: i for i, name in enumerate(labels)}
-    vad, gate, window = frontend_params(model.info.extra, model.info.window_frames)
-    y_true: list[int] = []
-    y_pred: list[int] = []
-    per_speaker: dict[str, list[int]] = {}
-    rows, skipped = manifest_clips(manifest_csv, labels)
-    for path, label, speaker in rows:
-        x = load_mono_16k(path)  # the same reader and resampler as classify and the daemon
-        wins = clip_windows(x, vad=vad, gate=gate, window=window)
-        probs = np.array([model.predict(w.features) for w in wins]).reshape(len(wins), len(labels))
-        if mode == "clip":
-            y_true.append(index[label])
-            y_pred.append(clip_prediction(probs))
-            if speaker:
-                per_speaker.setdefault(speaker, []).append(int(y_pred[-1] == y_true[-1]))
-        else:
-            if len(probs) == 0:
-                y_true.append(index[label])
-                y_pred.append(NO_WINDOW)
-            for p in probs:
-                y_true.append(index[label])
-                y_pred.append(int(np.argmax(p)))
-    result = metrics(y_true, y_pred, labels)
-    result["mode"] = mode
-    result["model"] = str(model.path)
-    result["skipped"] = {"n": sum(skipped.values()), "labels": skipped}
-    if per_speaker:
-        result["per_speaker_accuracy"] = {s: float(np.mean(v)) for s, v in sorted(per_speaker.items())}
-    if json_out:
-        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
-    if report_dir:
-        out = Path(report_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        plot_confusion(result, out / "confusion.png")
-        (out / "per_class.md").write_text(per_class_table(result))
-    return result

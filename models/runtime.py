@@ -22,12 +22,13 @@ import numpy as np
 
 from ..dsp.adapt import NORMALISERS, HouseholdNormaliser
 from ..dsp.features import FEATURES, FeatureConfig
+from ..dsp.frontend import FrontendParams
 from ..quiet import quiet_native_stderr
 
 SIDECAR_SCHEMA = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent / "emotion_int8.tflite"
 # tensorflow.lite re-exports Interpreter lazily; the module that defines it imports directly.
-_RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite.python.interpreter")
+RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite.python.interpreter")
 
 
 class ModelError(Exception):
@@ -60,6 +61,10 @@ class ModelInfo:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: sidecar is missing or has a bad field: {exc}") from None
+
+    def frontend(self) -> FrontendParams:
+        """The front end the model was trained with (vad, denoise, windows, adapt), from the sidecar."""
+        return FrontendParams.from_sidecar({**self.extra, "window_frames": self.window_frames})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +102,10 @@ def load_info(model_path: Path, cfg: FeatureConfig = FEATURES) -> ModelInfo:
     if diff:
         shown = ", ".join(f"{k}={a!r} (dsp has {b!r})" for k, (a, b) in sorted(diff.items()))
         raise ModelError(f"{model_path}: feature parameters do not match this emotiond: {shown}")
+    try:
+        info.frontend()
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{side}: bad front-end parameters (vad, denoise, windows, adapt): {exc}") from None
     if info.normalisation not in NORMALISERS:
         raise ModelError(
             f"{model_path}: normalisation {info.normalisation!r} is not one of {', '.join(NORMALISERS)}"
@@ -115,7 +124,7 @@ def load_info(model_path: Path, cfg: FeatureConfig = FEATURES) -> ModelInfo:
 
 def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
     """The first TFLite ``Interpreter`` that imports, and the module it came from."""
-    names = (preferred,) if preferred else _RUNTIMES
+    names = (preferred,) if preferred else RUNTIMES
     errors = []
     for name in names:
         try:

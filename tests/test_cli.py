@@ -78,9 +78,9 @@ def test_missing_and_broken_inputs_give_one_line_and_documented_codes(
 
 
 def test_window_length_mismatch_is_a_config_error(speech_wav: Path, model_path: Path) -> None:
-    proc = emotiond("run", "--input", str(speech_wav), "--fast", "--set", "features.window_s=3.3",
+    proc = emotiond("run", "--input", str(speech_wav), "--fast", "--set", "windows.window_s=3.3",
                     "--set", "mqtt.enabled=false", "--set", f"model.path={model_path}")
-    assert proc.returncode == 78 and b"features.window_s" in proc.stderr
+    assert proc.returncode == 78 and b"windows.window_s" in proc.stderr
 
 
 def test_devices_without_a_sound_card_says_so() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from emotiond.daemon.config import ConfigError, Settings, load_settings, redacted
+from emotiond.daemon.config import ConfigError, Settings, from_model, load_settings, redacted
 from emotiond.daemon.config_reference import render_markdown, render_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +26,15 @@ def test_config_yaml_holds_every_key_with_its_default_and_a_comment() -> None:
     loaded = load_settings(ROOT / "config.yaml", environ={})
     assert loaded == Settings()
     data = yaml.safe_load(text)
+    shown = [line[2:] if re.match(r"# *[a-z_]+:", line) else line for line in text.splitlines()]
+    uncommented = yaml.safe_load("\n".join(shown))
     for section, model in Settings.model_fields.items():
-        for key in model.annotation.model_fields:
-            assert key in data[section], f"{section}.{key} missing from config.yaml"
+        for key, field in model.annotation.model_fields.items():
+            if from_model(field):  # the model's value unless set: shown, commented out
+                assert key not in (data.get(section) or {}), f"{section}.{key} would override the model"
+                assert uncommented[section][key] == field.default, f"{section}.{key} not shown in config.yaml"
+            else:
+                assert key in data[section], f"{section}.{key} missing from config.yaml"
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
             assert "  # " in line, f"no comment on: {line}"
@@ -40,7 +47,7 @@ BAD = [
     ("mqtt:\n  qos: 3\n", "mqtt.qos: Input should be 0, 1 or 2"),
     ("mqtt:\n  base_topic: 'a/#'\n", "mqtt.base_topic: Value error, must not contain MQTT wildcards"),
     ("smoother:\n  min_confidence: 1.5\n", "smoother.min_confidence: Input should be less than or equal to 1"),
-    ("features:\n  hop_ms: 255\n", "features.hop_ms: Value error, must be a multiple of 10 ms"),
+    ("windows:\n  hop_ms: 255\n", "windows.hop_ms: Value error, must be a multiple of 10 ms"),
     ("vad:\n  agressiveness: 2\n", "vad.agressiveness: unknown key"),
     ("speakers: {}\n", "speakers: unknown key"),
     ("vad: [1, 2]\n", "vad: Input should be a valid dictionary"),
@@ -108,3 +115,32 @@ def test_password_file(tmp_path: Path) -> None:
     assert s.mqtt_password() == "s3cret"
     with pytest.raises(ConfigError, match=r"mqtt: Value error, password_file .*missing does not exist"):
         load_settings(None, [f"mqtt.password_file={tmp_path / 'missing'}"], environ={})
+
+
+def test_old_features_section_is_read_as_windows_with_one_warning_naming_the_file(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("features:\n  hop_ms: 500\n  min_speech_ms: 300\n")
+    with caplog.at_level("WARNING", logger="emotiond.daemon.config"):
+        settings = load_settings(path, environ={})
+    assert (settings.windows.hop_ms, settings.windows.min_speech_ms) == (500, 300)
+    assert "hop_ms" in settings.windows.model_fields_set  # so it overrides the model's hop
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{path}: section 'features:' is now 'windows:'; the old name is read until the next release"]
+
+
+def test_old_features_keys_in_environment_and_set_are_renamed_with_a_warning(caplog) -> None:
+    env = {"EMOTIOND_FEATURES__HOP_MS": "300"}
+    with caplog.at_level("WARNING", logger="emotiond.daemon.config"):
+        settings = load_settings(None, ("features.min_speech_ms=400",), environ=env)
+    assert (settings.windows.hop_ms, settings.windows.min_speech_ms) == (300, 400)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("environment EMOTIOND_FEATURES__HOP_MS: 'features.hop_ms' is now 'windows.hop_ms'")
+    assert warnings[1].startswith("--set features.min_speech_ms: 'features.min_speech_ms' is now 'windows.")
+
+
+def test_old_and_new_section_together_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "both.yaml"
+    path.write_text("features:\n  hop_ms: 500\nwindows:\n  hop_ms: 250\n")
+    with pytest.raises(ConfigError, match=r"both.yaml: both 'features:' and 'windows:' are given"):
+        load_settings(path, environ={})

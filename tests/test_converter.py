@@ -1,4 +1,4 @@
-"""Keras → full-int8 TFLite, then scored through the daemon's runtime by evaluate_manifest."""
+"""Keras → full-int8 TFLite, then scored through the daemon's runtime by ``emotiond eval``."""
 
 from __future__ import annotations
 
@@ -50,8 +50,9 @@ def test_int8_runs_in_the_daemon_runtime(tiny_int8: Path) -> None:
     assert p.shape == (len(LABELS),) and abs(float(p.sum()) - 1) < 1e-3
 
 
-def test_evaluate_manifest(tiny_int8: Path, tmp_path: Path) -> None:
-    from emotiond.models.evaluate import evaluate_manifest
+def test_eval_scores_a_converted_model(tiny_int8: Path, tmp_path: Path) -> None:
+    """A freshly converted model is scored by the one evaluator (``emotiond eval``), front end from its sidecar."""
+    from emotiond.daemon.evaluate import eval_main
 
     (tmp_path / "audio").mkdir()
     rows = []
@@ -66,18 +67,18 @@ def test_evaluate_manifest(tiny_int8: Path, tmp_path: Path) -> None:
         w = csv.writer(fh)
         w.writerow(["path", "label", "speaker"])
         w.writerows(rows)
-    res = evaluate_manifest(manifest, tiny_int8, json_out=tmp_path / "r.json", report_dir=tmp_path / "rep")
+    out = tmp_path / "r.json"
+    rep = tmp_path / "rep"
+    assert eval_main([str(manifest), "--set", f"model.path={tiny_int8}", "--json", str(out), "--report", str(rep)]) == 0
+    res = json.loads(out.read_text())["results"]["clip"]
     for key in ("n", "accuracy", "uar", "macro_f1", "per_class", "confusion"):
         assert key in res
     assert res["n"] == 5 and res["skipped"]["n"] == 1 and res["skipped"]["labels"] == {"bored": 1}
     assert res["no_window"] == 1  # the silent clip is scored as wrong
     assert np.asarray(res["confusion"]).sum() == 4
     assert 0.0 <= res["uar"] <= 1.0
-    assert json.loads((tmp_path / "r.json").read_text())["n"] == 5
-    assert (tmp_path / "rep" / "confusion.png").stat().st_size > 1000
-    assert "precision" in (tmp_path / "rep" / "per_class.md").read_text()
-    win = evaluate_manifest(manifest, tiny_int8, mode="window")
-    assert win["n"] >= 5
+    assert (rep / "confusion_clip.png").stat().st_size > 1000
+    assert "precision" in (rep / "per_class_clip.md").read_text()
 
 
 def test_avgmax_pooling_converts_to_int8_and_tracks_float(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from emotiond.dsp.denoise import GateParams, SpectralGate, smoothing_kernels
+from emotiond.dsp.denoise import DenoiseParams, SpectralGate, smoothing_kernels
 from emotiond.dsp.features import FEATURES, Spectrum, frame_signal
 
 from tests.fixtures_audio import pink_noise
@@ -14,7 +14,7 @@ SR = 16_000
 
 def _gated_log_mel(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
     spectrum = Spectrum()
-    gate = SpectralGate(GateParams(profile_s=len(noise) / SR))
+    gate = SpectralGate(DenoiseParams(profile_s=len(noise) / SR))
     gate.learn(spectrum.power(frame_signal(noise)))
     gate.begin_segment()
     power = spectrum.power(frame_signal(signal))
@@ -26,7 +26,7 @@ def _gated_log_mel(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
 def test_smoothing_filter_is_noisereduces() -> None:
     from noisereduce.spectralgate.base import _smoothing_filter
 
-    f, t = smoothing_kernels(GateParams())
+    f, t = smoothing_kernels(DenoiseParams())
     n_freq = int(500 / (SR / (FEATURES.n_fft / 2)))
     n_time = int(50 / (FEATURES.hop_length / SR * 1000))
     np.testing.assert_allclose(np.outer(f, t), _smoothing_filter(n_freq, n_time), atol=1e-12)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from emotiond.dsp.adapt import AdaptParams, HouseholdNormaliser, HouseholdStats, PerWindowMean
-from emotiond.dsp.frontend import Frontend, Window, WindowParams
+from emotiond.dsp.frontend import Frontend, FrontendParams, Window, WindowParams
 from emotiond.models.training.data import Clip, load_corpus
-from emotiond.models.training.featurize import FrontendParams, extract, read_audio
+from emotiond.models.training.featurize import extract, read_audio
 from emotiond.models.training.normalise import (
     HOUSEHOLD,
     WINDOW,
@@ -44,7 +44,7 @@ def live_windows(clips: list[Clip], order: list[int], normaliser) -> dict[int, l
     fp = FrontendParams(window=WP)
     out: dict[int, list[np.ndarray]] = {}
     for ci in order:
-        fe = Frontend(fp.vad, fp.gate, fp.window, normaliser=normaliser)
+        fe = Frontend(fp.vad, fp.denoise, fp.window, normaliser=normaliser)
         events = fe.push(read_audio(clips[ci].path)) + fe.flush()
         out.setdefault(ci, [e.features for e in events if isinstance(e, Window)])
     return out

@@ -2,7 +2,9 @@
 
 Every augmented copy is then run through ``emotiond.dsp.frontend.clip_windows``
 like clean audio, so the VAD and the noise gate see the noise as they would live.
-SpecAugment-style masks act on feature windows (``spec_mask``) during training.
+Noise is mixed with the one noise kit (``emotiond.dsp.noise``: its SNR is the one
+``emotiond eval --noise`` and the benches use). SpecAugment-style masks act on
+feature windows (``spec_mask``) during training.
 """
 
 from __future__ import annotations
@@ -13,45 +15,9 @@ from math import gcd
 import numpy as np
 from scipy.signal import fftconvolve, resample_poly
 
+from ...dsp.noise import add_at_snr, babble, rms
+
 SR = 16_000
-
-
-def rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x)) + 1e-12))
-
-
-def speech_rms(x: np.ndarray, frame: int = 400) -> float:
-    """RMS of the loudest half of 25 ms frames: a level estimate that ignores leading silence."""
-    n = len(x) // frame
-    if n < 2:
-        return rms(x)
-    e = np.mean(np.square(x[: n * frame].reshape(n, frame)), axis=1)
-    e = np.sort(e)[n // 2 :]
-    return float(np.sqrt(np.mean(e) + 1e-12))
-
-
-def fit_length(noise: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random stretch of ``noise`` exactly ``n`` samples long (tiled when shorter)."""
-    if len(noise) == 0:
-        return np.zeros(n)
-    if len(noise) < n:
-        noise = np.tile(noise, n // len(noise) + 1)
-    start = int(rng.integers(0, len(noise) - n + 1))
-    return noise[start : start + n]
-
-
-def add_at_snr(x: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    n = fit_length(noise, len(x), rng)
-    scale = speech_rms(x) / (rms(n) * 10 ** (snr_db / 20))
-    return x + scale * n
-
-
-def babble(others: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
-    out = np.zeros(n)
-    for o in others:
-        if len(o):
-            out += fit_length(o, n, rng) / (speech_rms(o) + 1e-9)
-    return out
 
 
 def speed(x: np.ndarray, factor: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -19,10 +19,8 @@ import numpy as np
 import soundfile as sf
 
 from ...dsp.adapt import RawWindows
-from ...dsp.denoise import GateParams
 from ...dsp.features import FEATURES, SAMPLE_RATE
-from ...dsp.frontend import Frontend, SegmentEnd, Window, WindowParams
-from ...dsp.vad import VadParams
+from ...dsp.frontend import Frontend, FrontendParams, SegmentEnd, Window
 from .augment import augment
 from .data import Clip
 
@@ -36,16 +34,6 @@ def read_audio(path: Path) -> np.ndarray:
 
         x = resample_poly(x, SAMPLE_RATE, sr)
     return x
-
-
-@dataclass(frozen=True)
-class FrontendParams:
-    vad: VadParams = field(default_factory=VadParams)
-    gate: GateParams = field(default_factory=GateParams)
-    window: WindowParams = field(default_factory=WindowParams)
-
-    def to_dict(self) -> dict:
-        return {"vad": asdict(self.vad), "gate": asdict(self.gate), "window": asdict(self.window)}
 
 
 @dataclass
@@ -68,7 +56,7 @@ def clip_features(x: np.ndarray, fp: FrontendParams) -> ClipFeatures:
     utterance's sufficient statistics lets the household estimator run over
     any sequence of clips without running the front end again.
     """
-    fe = Frontend(fp.vad, fp.gate, fp.window, normaliser=RawWindows())
+    fe = Frontend(fp.vad, fp.denoise, fp.window, normaliser=RawWindows())
     events = fe.push(x) + fe.flush()
     wins = [e for e in events if isinstance(e, Window)]
     ends = [e for e in events if isinstance(e, SegmentEnd) and e.stats is not None and e.stats.n > 0]
@@ -155,6 +143,26 @@ class FeatureSet:
 _ARRAYS = ("x", "clip", "n_frames", "seg", "seg_clip", "seg_n", "seg_sum", "seg_sumsq")
 
 
+def cache_key(stems: Sequence[str], fp: FrontendParams, augment_seed: int | None, noise_names: Sequence[str]) -> str:
+    """The feature cache's content key: it changes exactly when the cached windows would.
+
+    Long training runs reuse gigabytes of cached windows by this key, so its
+    recipe must not change by accident (``tests/test_training_data.py`` pins it).
+    """
+    key_src = json.dumps(
+        {
+            "stems": list(stems),
+            "fp": fp.cache_dict(),
+            "features": FEATURES.to_dict(),
+            "seed": augment_seed,
+            "noise": list(noise_names),
+            "v": 3,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha1(key_src.encode()).hexdigest()[:16]
+
+
 def extract(
     clips: Sequence[Clip],
     fp: FrontendParams,
@@ -166,18 +174,7 @@ def extract(
     log=print,
 ) -> FeatureSet:
     """Windows of every clip (augmented when ``augment_seed`` is set), cached by content key."""
-    key_src = json.dumps(
-        {
-            "stems": [f"{c.corpus}/{c.stem}" for c in clips],
-            "fp": fp.to_dict(),
-            "features": FEATURES.to_dict(),
-            "seed": augment_seed,
-            "noise": [p.name for p in noise_paths],
-            "v": 3,
-        },
-        sort_keys=True,
-    )
-    key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
+    key = cache_key([f"{c.corpus}/{c.stem}" for c in clips], fp, augment_seed, [p.name for p in noise_paths])
     cache = Path(cache_dir) / f"{tag}-{key}.npz"
     if cache.is_file():
         z = np.load(cache)

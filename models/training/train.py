@@ -24,7 +24,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from ...dsp.adapt import AdaptParams
 from ...dsp.features import FEATURES
-from ...dsp.frontend import WindowParams
+from ...dsp.frontend import FrontendParams, WindowParams
 from ..evaluate import clip_prediction, metrics, per_class_table, plot_confusion
 from ..runtime import EmotionModel, ModelInfo, sidecar_path
 from .augment import spec_mask
@@ -50,7 +50,7 @@ from .data import (
     select,
     speaker_split,
 )
-from .featurize import FeatureSet, FrontendParams, extract
+from .featurize import FeatureSet, extract
 from .normalise import (
     HOUSEHOLD,
     WINDOW,
@@ -344,25 +344,18 @@ def normalised(
     return dataclasses.replace(fs, x=x)
 
 
-def train_model(
-    args: argparse.Namespace,
-    inputs: Inputs,
-    val: tuple[FeatureSet, list[Clip]] | None,
-    epochs: int,
-    log=print,
-):
+def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps: int):
+    """The network ``args`` describe, compiled with its schedule and losses; and its deployable view."""
     import keras
 
     from .model import build_model, deployable
 
-    keras.utils.set_random_seed(args.seed)
-    widths = tuple(int(v) for v in args.widths.split(","))
     x = inputs.x
     model = build_model(
         x.shape[1],
         x.shape[2],
         len(LABELS),
-        widths=widths,
+        widths=tuple(int(v) for v in args.widths.split(",")),
         kernel=args.kernel,
         dropout=args.dropout,
         pooling=args.pooling,
@@ -371,9 +364,6 @@ def train_model(
     probs_model = deployable(model)  # shares the layers: what is validated, saved and converted
     if inputs.aux and args.mixup > 0:
         raise SystemExit("--mixup and --aux-levels cannot be combined")
-    rng = np.random.default_rng(args.seed)
-    stride = max(1, args.train_stride)
-    steps = int(np.ceil(len(x) / stride / args.batch_size))
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
     cce = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
     if inputs.aux:
@@ -388,6 +378,14 @@ def train_model(
             loss=cce,
             weighted_metrics=["categorical_accuracy"],
         )
+    return model, probs_model
+
+
+def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator, steps: int, stride: int):
+    """Keras's view of the training windows: a fresh subset, augmentation and masks every epoch."""
+    import keras
+
+    x = inputs.x
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -415,9 +413,19 @@ def train_model(
                 xb, yb, wb = mixup(xb, yb, wb, args.mixup, rng)
             return xb, yb, wb
 
+    return Batches()
+
+
+def _val_objective(probs_model, val: tuple[FeatureSet, list[Clip]]) -> tuple[float, dict[str, Any]]:
+    preds, _ = predict_clips(lambda a: probs_model.predict(a, batch_size=256, verbose=0), val[0], len(val[1]))
+    sc = score(val[1], preds)
+    return val_objective(sc), sc
+
+
+def _fit_epochs(model, probs_model, data, val, epochs: int, log) -> tuple[list[dict[str, Any]], list[list[np.ndarray]]]:
+    """One ``fit`` per epoch, scored on validation after each; every epoch's weights kept."""
     history: list[dict[str, Any]] = []
     snapshots: list[list[np.ndarray]] = []
-    data = Batches()
     for epoch in range(epochs):
         t0 = time.time()
         # Keras's own progress bar on a terminal; plain per-epoch JSON lines in logs.
@@ -428,13 +436,16 @@ def train_model(
             "s": round(time.time() - t0, 1),
         }
         if val is not None:
-            preds, _ = predict_clips(lambda a: probs_model.predict(a, batch_size=256, verbose=0), val[0], len(val[1]))
-            sc = score(val[1], preds)
-            rec["val_objective"] = val_objective(sc)
+            rec["val_objective"], sc = _val_objective(probs_model, val)
             rec["val"] = {k: round(v["uar"], 4) for k, v in sc.items()}
         history.append(rec)
         snapshots.append([v.copy() for v in model.get_weights()])
         log(json.dumps(rec))
+    return history, snapshots
+
+
+def _choose_checkpoint(model, probs_model, history, snapshots, val, epochs: int, log) -> dict[str, Any]:
+    """Set the weights to keep (last, late average, or best on validation) and say which."""
     chosen: dict[str, Any] = {"how": "last epoch", "epochs": epochs}
     if val is None and epochs >= 3:
         last = list(range(epochs - 3, epochs))
@@ -447,8 +458,7 @@ def train_model(
         top = sorted(late, key=lambda e: history[e]["val_objective"], reverse=True)[:3]
         avg = [np.mean([snapshots[e][k] for e in top], axis=0) for k in range(len(snapshots[0]))]
         model.set_weights(avg)
-        preds, _ = predict_clips(lambda a: probs_model.predict(a, batch_size=256, verbose=0), val[0], len(val[1]))
-        avg_obj = val_objective(score(val[1], preds))
+        avg_obj, _ = _val_objective(probs_model, val)
         best = top[0]
         if history[best]["val_objective"] > avg_obj:
             model.set_weights(snapshots[best])
@@ -464,6 +474,27 @@ def train_model(
                 "val_objective": avg_obj,
             }
         log(f"chosen checkpoint: {chosen}")
+    return chosen
+
+
+def train_model(
+    args: argparse.Namespace,
+    inputs: Inputs,
+    val: tuple[FeatureSet, list[Clip]] | None,
+    epochs: int,
+    log=print,
+):
+    """Build, fit and pick the checkpoint: (deployable model, history, chosen, full model)."""
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    stride = max(1, args.train_stride)
+    steps = int(np.ceil(len(inputs.x) / stride / args.batch_size))
+    model, probs_model = _compiled_model(args, inputs, epochs, steps)
+    rng = np.random.default_rng(args.seed)
+    data = _batches(args, inputs, rng, steps, stride)
+    history, snapshots = _fit_epochs(model, probs_model, data, val, epochs, log)
+    chosen = _choose_checkpoint(model, probs_model, history, snapshots, val, epochs, log)
     return probs_model, history, chosen, model
 
 
@@ -626,12 +657,8 @@ def level_score(model, level_val: tuple[FeatureSet, list[Clip]], args: argparse.
     return {"uar": round(m["uar"], 4), "accuracy": round(m["accuracy"], 4), "n": m["n"]}
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``emotiond train``; returns a process exit code."""
-    args = parse_args(argv)
-    t_start = time.time()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+def _logger(out: Path, t_start: float):
+    """Print a timestamped line and append it to ``OUT/train.log``."""
     logf = (out / "train.log").open("a")
 
     def log(msg: str) -> None:
@@ -640,11 +667,29 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         logf.write(line + "\n")
         logf.flush()
 
-    _set_threads(args.threads)
-    root = data_dir(args.data)
+    return log
+
+
+@dataclass
+class _Data:
+    """The clips of each part and their windows through the front end (clean and augmented)."""
+
+    parts: dict[str, list[Clip]]
+    split_info: dict[str, Any]
+    fp: FrontendParams
+    noise: list[Path]
+    feats: dict[str, FeatureSet]
+    train_sets: list[tuple[FeatureSet, list[Clip]]]
+
+
+def _load_data(args: argparse.Namespace, root: Path, log) -> _Data:
+    """Split the corpora, cut every clip's windows once (cached), add the augmented training copies."""
     clips = limit_clips(load_corpora(root, args.corpora), args.limit, args.split_seed)
     parts, split_info = make_parts(clips, args)
-    fp = FrontendParams(window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames))
+    fp = FrontendParams(
+        window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames),
+        adapt=AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s),
+    )
     noise = [p for p, _cls, fold in load_noise(root) if fold != "fold2"]  # fold2 kept for noisy tests
     if args.fit_on_train_val and not args.select_only:
         parts = {"train": parts["train"] + parts["val"], "val": [], "test": parts["test"]}
@@ -652,11 +697,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         log(f"{k}: {len(v)} clips, {len({c.speaker for c in v})} speakers")
     wanted = ("train", "val") if args.select_only else ("train", "val", "test")
     # clean windows of every clip once (cached), then sliced per part
-    everything = [c for k in ("train", "val", "test") for c in parts[k]]
-    all_fs = extract(
-        sorted(everything, key=lambda c: (c.corpus, c.stem)), fp, args.cache, "clean", workers=args.workers, log=log
-    )
-    feats = {k: subset(all_fs, sorted(everything, key=lambda c: (c.corpus, c.stem)), parts[k]) for k in wanted}
+    everything = sorted((c for k in ("train", "val", "test") for c in parts[k]), key=lambda c: (c.corpus, c.stem))
+    all_fs = extract(everything, fp, args.cache, "clean", workers=args.workers, log=log)
+    feats = {k: subset(all_fs, everything, parts[k]) for k in wanted}
     log("clean windows: " + ", ".join(f"{k}={len(f.x)}" for k, f in feats.items()))
     train_sets = [(feats["train"], parts["train"])]
     for copy in range(args.aug_copies):
@@ -672,21 +715,109 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         )
         train_sets.append((fs, parts["train"]))
         log(f"augmented copy {copy}: {len(fs.x)} windows")
+    return _Data(parts, split_info, fp, noise, feats, train_sets)
+
+
+def _sidecar_extra(args: argparse.Namespace, d: _Data, model, prior, teacher_info) -> dict[str, Any]:
+    """What the sidecar records beyond ModelInfo's own fields: the front end first (``FrontendParams``)."""
+    front = d.fp.to_sidecar()  # the one front-end definition; the runtime reads it back (FrontendParams.from_sidecar)
+    del front["window_frames"]  # a field of ModelInfo itself
+    return {
+        **front,
+        "clip_prediction": "mean of window probabilities",
+        "label_map": {k: v for k, v in LABEL_MAP.items()},
+        "split": d.split_info,
+        "corpora": list(args.corpora),
+        "licences": LICENCES,
+        "license_summary": "non-commercial: trained on CC BY-NC-SA / CC BY-NC-ND / research-use corpora",
+        "params": int(model.count_params()),
+        "adapt": {
+            **front["adapt"],
+            "prior_mean": [round(float(v), 5) for v in prior[0]],
+            "prior_var": [round(float(v), 5) for v in prior[1]],
+        },
+        "teacher": teacher_info,
+    }
+
+
+def _write_sidecars(args: argparse.Namespace, out: Path, extra: dict[str, Any], kinds: Sequence[str]) -> None:
+    info = ModelInfo(
+        MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, args.normalisation, extra
+    )
+    for kind in kinds:
+        sidecar_path(out / f"emotion_{kind}.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
+
+
+def _convert_and_score(args, out: Path, model, inputs: Inputs, ready, d: _Data, extra, results, log) -> None:
+    """int8 and float32 TFLite files, their sidecars, and both scored on the test speakers."""
+    from ...converter.convert import convert
+
+    inputs.refresh(np.random.default_rng(args.seed))
+    rep = inputs.batch(np.sort(np.random.default_rng(0).choice(len(inputs.x), min(2000, len(inputs.x)), False)))
+    extra["size_bytes"] = convert(model, rep, out / "emotion_int8.tflite", out / "emotion_float32.tflite")
+    _write_sidecars(args, out, extra, ("int8", "float32"))
+    scores = {}
+    for kind in ("float32", "int8"):
+        em = EmotionModel(out / f"emotion_{kind}.tflite", num_threads=1)
+        p, _ = predict_clips(
+            lambda a, em=em: np.array([em.predict(v) for v in a]), ready["test"], len(d.parts["test"])
+        )
+        scores[kind] = score(d.parts["test"], p)
+        results[f"test_tflite_{kind}"] = summary(scores[kind])
+    results["int8_minus_float_uar"] = {
+        k: round(scores["int8"][k]["uar"] - scores["float32"][k]["uar"], 4) for k in scores["int8"]
+    }
+    log(f"test (int8 TFLite): {json.dumps(results['test_tflite_int8'])}")
+    log(f"int8 - float UAR: {results['int8_minus_float_uar']}")
+    _write_report(out / "report", scores)
+    extra["metrics"] = {
+        "test_uar_int8": {k: v["uar"] for k, v in results["test_tflite_int8"].items()},
+        "test_uar_float32": {k: v["uar"] for k, v in results["test_tflite_float32"].items()},
+        "test_no_window_clips": {k: v["no_window"] for k, v in results["test_tflite_int8"].items()},
+    }
+    _write_sidecars(args, out, extra, ("int8",))
+
+
+def _write_report(report: Path, scores: dict[str, Any]) -> None:
+    report.mkdir(exist_ok=True)
+    tables = []
+    for corpus, m in scores["int8"].items():
+        plot_confusion(m, report / f"confusion_{corpus}.png", f"{corpus} test speakers (int8): UAR {m['uar']:.3f}")
+        tables.append(f"## {corpus}\n\n" + per_class_table(m))
+    (report / "per_class.md").write_text("# Per-class metrics, int8 model, test speakers\n\n" + "\n".join(tables))
+    (report / "metrics_full.json").write_text(json.dumps({k: scores[k] for k in scores}, indent=1) + "\n")
+
+
+def _finish(out: Path, args: argparse.Namespace, results: dict[str, Any], t_start: float) -> None:
+    results["wall_time_s"] = round(time.time() - t_start, 1)
+    results["args"] = {k: str(v) for k, v in vars(args).items()}
+    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``emotiond train``; returns a process exit code."""
+    args = parse_args(argv)
+    t_start = time.time()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    log = _logger(out, t_start)
+    _set_threads(args.threads)
+    root = data_dir(args.data)
+    d = _load_data(args, root, log)
+    parts, feats = d.parts, d.feats
     prior = training_prior(feats["train"])
     soft, teacher_info = teacher_targets(args, parts, log)
-    level_sets, level_val = level_data(args, root, fp, noise, log)
-    inputs = build_inputs(args, train_sets, soft, prior, level_sets)
+    level_sets, level_val = level_data(args, root, d.fp, d.noise, log)
+    inputs = build_inputs(args, d.train_sets, soft, prior, level_sets)
     log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}")
-    params = AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s)
     ready = {
-        k: normalised(feats[k], parts[k], args.normalisation, params, prior, seed=args.split_seed + 17)
-        for k in wanted
+        k: normalised(feats[k], parts[k], args.normalisation, d.fp.adapt, prior, seed=args.split_seed + 17)
+        for k in feats
         if parts[k]
     }
     val = (ready["val"], parts["val"]) if parts["val"] else None
     model, history, chosen, full_model = train_model(args, inputs, val, args.epochs, log)
     model.save(out / "model.keras")
-
     results: dict[str, Any] = {
         "chosen": chosen,
         "history": history,
@@ -705,81 +836,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         vp, _ = predict_clips(kpredict, ready["val"], len(parts["val"]))
         results["val_float"] = summary(score(parts["val"], vp))
     if args.select_only:
-        results["wall_time_s"] = round(time.time() - t_start, 1)
-        results["args"] = {k: str(v) for k, v in vars(args).items()}
-        (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        _finish(out, args, results, t_start)
         log(f"selection run done in {results['wall_time_s']} s: val {json.dumps(results.get('val_float'))}")
         return 0
     tp, _ = predict_clips(kpredict, ready["test"], len(parts["test"]))
-    test_float = score(parts["test"], tp)
-    results["test_float"] = summary(test_float)
+    results["test_float"] = summary(score(parts["test"], tp))
     log(f"test (float Keras): {json.dumps(results['test_float'])}")
-
-    extra: dict[str, Any] = {
-        "hop_frames": args.hop_frames,
-        "min_frames": fp.window.min_frames,
-        "vad": asdict(fp.vad),
-        "gate": asdict(fp.gate),
-        "clip_prediction": "mean of window probabilities",
-        "label_map": {k: v for k, v in LABEL_MAP.items()},
-        "split": split_info,
-        "corpora": list(args.corpora),
-        "licences": LICENCES,
-        "license_summary": "non-commercial: trained on CC BY-NC-SA / CC BY-NC-ND / research-use corpora",
-        "params": int(model.count_params()),
-        "adapt": {
-            "horizon_s": args.horizon_s,
-            "prior_s": args.prior_s,
-            "prior_mean": [round(float(v), 5) for v in prior[0]],
-            "prior_var": [round(float(v), 5) for v in prior[1]],
-        },
-        "teacher": teacher_info,
-    }
+    extra = _sidecar_extra(args, d, model, prior, teacher_info)
     if not args.no_int8:
-        from ...converter.convert import convert
-
-        inputs.refresh(np.random.default_rng(args.seed))
-        rep = inputs.batch(np.sort(np.random.default_rng(0).choice(len(inputs.x), min(2000, len(inputs.x)), False)))
-        sizes = convert(model, rep, out / "emotion_int8.tflite", out / "emotion_float32.tflite")
-        extra["size_bytes"] = sizes
-        info = ModelInfo(
-            MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, args.normalisation, extra
-        )
-        sidecar_path(out / "emotion_int8.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
-        sidecar_path(out / "emotion_float32.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
-        scores = {}
-        for kind in ("float32", "int8"):
-            em = EmotionModel(out / f"emotion_{kind}.tflite", num_threads=1)
-            p, _ = predict_clips(
-                lambda a, em=em: np.array([em.predict(v) for v in a]), ready["test"], len(parts["test"])
-            )
-            scores[kind] = score(parts["test"], p)
-            results[f"test_tflite_{kind}"] = summary(scores[kind])
-        results["int8_minus_float_uar"] = {
-            k: round(scores["int8"][k]["uar"] - scores["float32"][k]["uar"], 4) for k in scores["int8"]
-        }
-        log(f"test (int8 TFLite): {json.dumps(results['test_tflite_int8'])}")
-        log(f"int8 - float UAR: {results['int8_minus_float_uar']}")
-        report = out / "report"
-        report.mkdir(exist_ok=True)
-        tables = []
-        for corpus, m in scores["int8"].items():
-            plot_confusion(m, report / f"confusion_{corpus}.png", f"{corpus} test speakers (int8): UAR {m['uar']:.3f}")
-            tables.append(f"## {corpus}\n\n" + per_class_table(m))
-        (report / "per_class.md").write_text("# Per-class metrics, int8 model, test speakers\n\n" + "\n".join(tables))
-        (report / "metrics_full.json").write_text(json.dumps({k: scores[k] for k in scores}, indent=1) + "\n")
-        extra["metrics"] = {
-            "test_uar_int8": {k: v["uar"] for k, v in results["test_tflite_int8"].items()},
-            "test_uar_float32": {k: v["uar"] for k, v in results["test_tflite_float32"].items()},
-            "test_no_window_clips": {k: v["no_window"] for k, v in results["test_tflite_int8"].items()},
-        }
-        info = ModelInfo(
-            MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, args.normalisation, extra
-        )
-        sidecar_path(out / "emotion_int8.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
-    results["wall_time_s"] = round(time.time() - t_start, 1)
-    results["args"] = {k: str(v) for k, v in vars(args).items()}
-    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        _convert_and_score(args, out, model, inputs, ready, d, extra, results, log)
+    _finish(out, args, results, t_start)
     log(f"done in {results['wall_time_s']} s → {out}")
     return 0
 

@@ -78,7 +78,7 @@ def cmd_probe(args: list[str]) -> int:
     from importlib import metadata
 
     import numpy as np
-    from emotiond.daemon.assembly import load_model, window_params
+    from emotiond.daemon.assembly import frontend_params, load_model
     from emotiond.daemon.config import load_settings
     from emotiond.dsp.audio import load_mono_16k
     from emotiond.dsp.frontend import clip_windows
@@ -101,7 +101,8 @@ def cmd_probe(args: list[str]) -> int:
     saved = {}
     for f in args:
         sig = load_mono_16k(Path(f))
-        wins = clip_windows(sig, settings.vad.params(), settings.denoise.params(), window_params(settings, model))
+        fp = frontend_params(settings, model)
+        wins = clip_windows(sig, fp.vad, fp.denoise, fp.window)
         saved[Path(f).name] = np.stack([w.features for w in wins]).astype(np.float32)
         out["files"][Path(f).name] = [[float(x) for x in model.predict(w.features)] for w in wins]
     if save:

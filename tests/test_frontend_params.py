@@ -1,0 +1,97 @@
+"""One ``FrontendParams``: written by training into the sidecar, read back by the runtime, overridden by config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from emotiond.daemon.assembly import build_frontend, frontend_params
+from emotiond.daemon.config import load_settings
+from emotiond.dsp.adapt import AdaptParams, PerWindowMean
+from emotiond.dsp.denoise import DenoiseParams
+from emotiond.dsp.frontend import FrontendParams, WindowParams, clip_windows
+from emotiond.dsp.vad import VadParams
+from emotiond.models.runtime import DEFAULT_MODEL, EmotionModel, ModelError
+
+
+def _copy(model_path: Path, tmp_path: Path, **changes) -> Path:
+    """The model with its sidecar edited: ``key=None`` removes a key."""
+    copy = tmp_path / "m.tflite"
+    shutil.copy(model_path, copy)
+    side = json.loads(model_path.with_suffix(".json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            side.pop(k, None)
+        else:
+            side[k] = v
+    copy.with_suffix(".json").write_text(json.dumps(side))
+    return copy
+
+
+def test_sidecar_round_trip() -> None:
+    fp = FrontendParams(
+        VadParams(aggressiveness=3, hangover_ms=300),
+        DenoiseParams(n_std_thresh=2.0, enabled=False),
+        WindowParams(80, 20, 10),
+        AdaptParams(horizon_s=120.0, prior_s=10.0),
+    )
+    assert FrontendParams.from_sidecar(json.loads(json.dumps(fp.to_sidecar()))) == fp
+
+
+def test_shipped_sidecar_gives_the_frontend_the_daemon_always_ran() -> None:
+    """The 2.0.0 sidecar (``gate``, ``hop_frames``, ``min_frames``, ``adapt``) reads to the defaults the
+    daemon built its frontend from before the sidecar was its source, so its windows are unchanged."""
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no model shipped")
+    model = EmotionModel(DEFAULT_MODEL)
+    side = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert "gate" in side and "denoise" not in side  # the old key, read as the denoise stage's
+    trained = model.info.frontend()
+    assert trained == FrontendParams(adapt=AdaptParams(horizon_s=600.0, prior_s=30.0))
+    assert frontend_params(load_settings(None, ()), model) == trained
+    assert frontend_params(load_settings(Path(__file__).parents[1] / "config.yaml", ()), model) == trained
+
+
+def test_config_overrides_only_the_keys_it_sets(model_path: Path, tmp_path: Path) -> None:
+    side = json.loads(model_path.with_suffix(".json").read_text())
+    trained = FrontendParams(VadParams(aggressiveness=1), DenoiseParams(n_std_thresh=2.5),
+                             WindowParams(side["window_frames"], 50, 30))
+    front = trained.to_sidecar()
+    del front["window_frames"], front["adapt"]
+    model = EmotionModel(_copy(model_path, tmp_path, gate=None, **front))
+    assert frontend_params(load_settings(None, ()), model) == trained  # nothing set: the model's own
+    settings = load_settings(None, ("vad.hangover_ms=600", "denoise.enabled=false", "windows.hop_ms=100"))
+    got = frontend_params(settings, model)
+    assert got.vad == replace(trained.vad, hangover_ms=600)
+    assert got.denoise == replace(trained.denoise, enabled=False)
+    assert got.window == WindowParams(side["window_frames"], 10, 30)
+
+
+def test_old_gate_key_and_new_denoise_key_read_alike(model_path: Path, tmp_path: Path) -> None:
+    old = EmotionModel(_copy(model_path, tmp_path, gate={"n_std_thresh": 3.0}, denoise=None))
+    new = EmotionModel(_copy(model_path, tmp_path, gate=None, denoise={"n_std_thresh": 3.0}))
+    assert old.info.frontend().denoise == new.info.frontend().denoise == DenoiseParams(n_std_thresh=3.0)
+
+
+def test_bad_frontend_value_in_sidecar_names_the_file(model_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"m\.json: bad front-end parameters"):
+        EmotionModel(_copy(model_path, tmp_path, hop_frames=0))
+    with pytest.raises(ModelError, match=r"m\.json: bad front-end parameters"):
+        EmotionModel(_copy(model_path, tmp_path, vad="loud"))
+
+
+def test_built_frontend_cuts_the_windows_of_the_sidecar_params(model_path: Path, speech_scene) -> None:
+    """The daemon's frontend (assembly) cuts bit-identical windows to one built from the sidecar directly."""
+    x = speech_scene[0]
+    model = EmotionModel(model_path)
+    fe = build_frontend(load_settings(None, ()), model, PerWindowMean())
+    live = [w for w in fe.push(x) + fe.flush() if hasattr(w, "features")]
+    fp = model.info.frontend()
+    offline = clip_windows(x, fp.vad, fp.denoise, fp.window, normaliser=PerWindowMean())
+    assert len(live) == len(offline) > 0
+    for a, b in zip(live, offline, strict=True):
+        np.testing.assert_array_equal(a.features, b.features)
