@@ -106,3 +106,28 @@ def test_build_model_rejects_unknown_pooling() -> None:
 
     with pytest.raises(ValueError, match="pooling"):
         build_model(WINDOW, FEATURES.n_mels, len(LABELS), widths=(8,), pooling="attention")
+
+
+def test_an_ensemble_averages_its_members_and_converts_to_int8(tmp_path: Path) -> None:
+    """``emotiond train --ensemble`` ships the mean of seeds: it must equal that mean and run in the daemon."""
+    keras = pytest.importorskip("keras")
+    from emotiond.converter.convert import convert
+    from emotiond.models.training.model import average_of, build_model
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 2, (32, WINDOW, FEATURES.n_mels)).astype(np.float32)
+    members = []
+    for seed in range(3):
+        keras.utils.set_random_seed(seed)
+        members.append(build_model(WINDOW, FEATURES.n_mels, len(LABELS), widths=(8, 8, 8)))
+    each = np.stack([m.predict(x, verbose=0) for m in members])
+    assert np.abs(each[0] - each[1]).max() > 1e-4  # different seeds, different members
+    ensemble = average_of(members)
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), each.mean(axis=0), atol=1e-6)
+    path = tmp_path / "ens_int8.tflite"
+    convert(ensemble, x, path, tmp_path / "ens_float32.tflite")
+    info = ModelInfo("ens", "0", LABELS, FEATURES.to_dict(), WINDOW, NORMALISATION, {"hop_frames": 25})
+    path.with_suffix(".json").write_text(json.dumps(info.to_json()))
+    p = np.stack([EmotionModel(path).predict(v) for v in x[:8]])
+    assert p.shape == (8, len(LABELS))
+    assert np.abs(p - each.mean(axis=0)[:8]).max() < 0.1  # int8 stays close to the float mean

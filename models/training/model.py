@@ -67,3 +67,22 @@ def deployable(model):
     if isinstance(model.output, dict):
         return keras.Model(model.input, model.output["probs"], name="emotiond_conv1d")
     return model
+
+
+def average_of(members: Sequence):
+    """One network that averages the class probabilities of ``members`` (same input, same labels).
+
+    Why: seeds of one recipe differ by 1-2 points on validation, and their errors
+    differ too; the mean of their probabilities is steadier than any one of them.
+    Each member keeps its own layers, so int8 conversion quantises each one as
+    trained; the average is one more int8 op.
+    """
+    import keras
+
+    inp = keras.Input(shape=tuple(members[0].input.shape[1:]), name="logmel")
+    outs = []
+    for i, member in enumerate(members):
+        member.name = f"member_{i}"
+        outs.append(member(inp))
+    avg = keras.layers.Average(name="probs")(outs) if len(outs) > 1 else outs[0]
+    return keras.Model(inp, avg, name="emotiond_conv1d_ensemble")

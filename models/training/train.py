@@ -142,6 +142,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also train an auxiliary emotion-level head (low/neutral/high) on BAVED; dropped before conversion",
     )
     p.add_argument("--aux-weight", type=float, default=0.3, help="weight of the level head's loss")
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="instead of training, ship the mean of these runs' model.keras (same recipe and split, other seeds)",
+    )
     p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
@@ -498,6 +505,25 @@ def train_model(
     return probs_model, history, chosen, model
 
 
+def ensemble_model(runs: Sequence[Path], val: tuple[FeatureSet, list[Clip]] | None, log=print):
+    """The mean of trained runs' networks: (model, history, chosen) like ``train_model``."""
+    import keras
+
+    from .model import average_of
+
+    missing = [str(r) for r in runs if not (r / "model.keras").is_file()]
+    if missing:
+        raise SystemExit(f"--ensemble: no model.keras in {', '.join(missing)}")
+    members = [keras.models.load_model(r / "model.keras", compile=False) for r in runs]
+    model = average_of(members)
+    chosen: dict[str, Any] = {"how": "mean of the members' probabilities", "members": [str(r) for r in runs]}
+    if val is not None:
+        chosen["member_val_objective"] = [round(_val_objective(m, val)[0], 4) for m in members]
+        chosen["val_objective"] = _val_objective(model, val)[0]
+    log(f"ensemble: {chosen}")
+    return model, [], chosen  # nothing trained here: the members' histories are in their own runs
+
+
 # -- main ------------------------------------------------------------------------
 
 
@@ -759,9 +785,7 @@ def _convert_and_score(args, out: Path, model, inputs: Inputs, ready, d: _Data, 
     scores = {}
     for kind in ("float32", "int8"):
         em = EmotionModel(out / f"emotion_{kind}.tflite", num_threads=1)
-        p, _ = predict_clips(
-            lambda a, em=em: np.array([em.predict(v) for v in a]), ready["test"], len(d.parts["test"])
-        )
+        p, _ = predict_clips(lambda a, em=em: np.array([em.predict(v) for v in a]), ready["test"], len(d.parts["test"]))
         scores[kind] = score(d.parts["test"], p)
         results[f"test_tflite_{kind}"] = summary(scores[kind])
     results["int8_minus_float_uar"] = {
@@ -816,7 +840,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if parts[k]
     }
     val = (ready["val"], parts["val"]) if parts["val"] else None
-    model, history, chosen, full_model = train_model(args, inputs, val, args.epochs, log)
+    if args.ensemble:
+        model, history, chosen = ensemble_model(args.ensemble, val, log)
+        full_model = model
+    else:
+        model, history, chosen, full_model = train_model(args, inputs, val, args.epochs, log)
     model.save(out / "model.keras")
     results: dict[str, Any] = {
         "chosen": chosen,
