@@ -290,11 +290,35 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     make_corpus(tmp_path / "data", "savee", rows)
     out = tmp_path / "out"
     # its own process, as a user runs it: train sets TensorFlow's thread pools, which only a fresh process allows
-    proc = subprocess.run([
-        sys.executable, "-m", "emotiond", "train", "--data", str(tmp_path / "data"), "--corpora", "savee",
-        "--teacher", "none", "--epochs", "1", "--widths", "8,8,8,8", "--cache", str(tmp_path / "cache"),
-        "--out", str(out), "--workers", "1", "--threads", "1",
-    ], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotiond",
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--corpora",
+            "savee",
+            "--teacher",
+            "none",
+            "--epochs",
+            "1",
+            "--widths",
+            "8,8,8,8",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     model = EmotionModel(out / "emotion_int8.tflite")
     side = json.loads((out / "emotion_int8.json").read_text())
@@ -303,3 +327,52 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 1 and "test_tflite_int8" in metrics
     assert (out / "report" / "per_class.md").is_file()
+
+
+def test_report_ships_the_final_run_with_its_version_and_leave_out_scores(tmp_path: Path) -> None:
+    import json
+
+    from emotiond.models.training.report import main
+
+    def block(uar: float) -> dict:
+        return {"ravdess": {"uar": uar, "accuracy": uar, "n": 10, "no_window": 0}}
+
+    final, loco, ship = tmp_path / "C", tmp_path / "L", tmp_path / "models"
+    for d in (final, final / "report", loco, ship):
+        d.mkdir()
+    metrics = {
+        "test_tflite_int8": block(0.5),
+        "test_tflite_float32": block(0.51),
+        "test_float": block(0.51),
+        "int8_minus_float_uar": {"ravdess": -0.01},
+        "chosen": {"how": "last epoch"},
+        "wall_time_s": 1.0,
+        "args": {"fit_on_train_val": "False"},
+    }
+    (final / "metrics.json").write_text(json.dumps(metrics))
+    (final / "emotion_int8.tflite").write_bytes(b"model bytes")
+    (final / "emotion_int8.json").write_text(json.dumps({"version": "1.0.0", "split": {}, "metrics": {}}))
+    held = {**metrics, "test_tflite_int8": {"savee": {"uar": 0.4, "accuracy": 0.45, "n": 360, "no_window": 0}}}
+    (loco / "metrics.json").write_text(json.dumps({**held, "args": {"holdout": "['savee']"}}))
+    assert (
+        main(
+            [
+                "--final",
+                str(final),
+                "--loco",
+                str(loco),
+                "--ship",
+                str(ship),
+                "--report",
+                str(tmp_path / "r"),
+                "--version",
+                "2.0.0",
+            ]
+        )
+        == 0
+    )
+    side = json.loads((ship / "emotion_int8.json").read_text())
+    assert side["version"] == "2.0.0"
+    assert side["metrics"]["leave_one_corpus_out_uar"] == {"savee": 0.4}
+    assert (ship / "emotion_int8.tflite").read_bytes() == b"model bytes"
+    assert "| savee | 360 | 0.400 | 0.450 | int8 |" in (tmp_path / "r" / "per_corpus.md").read_text()
