@@ -372,7 +372,7 @@ def test_report_ships_the_final_run_with_its_version_and_leave_out_scores(tmp_pa
         == 0
     )
     side = json.loads((ship / "emotion_int8.json").read_text())
-    assert side["version"] == "2.0.0"
+    assert side["version"] == "2.0.0" and side["recipe"] == "run C"
     assert side["metrics"]["leave_one_corpus_out_uar"] == {"savee": 0.4}
     assert (ship / "emotion_int8.tflite").read_bytes() == b"model bytes"
     assert "| savee | 360 | 0.400 | 0.450 | int8 |" in (tmp_path / "r" / "per_corpus.md").read_text()

@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ship", type=Path, help="models/ folder to copy the model and sidecar into")
     p.add_argument("--report", type=Path, default=Path("models/report"))
     p.add_argument("--version", help="model version written into the shipped sidecar (default: the run's own)")
+    p.add_argument("--recipe", help="one line naming the recipe, written into the shipped sidecar")
     a = p.parse_args(argv)
 
     final = _load(a.final)
@@ -103,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         side = json.loads((a.final / "emotion_int8.json").read_text())
         if a.version:
             side["version"] = a.version
+        if a.recipe:
+            side["recipe"] = a.recipe
         if final["args"].get("fit_on_train_val") == "True":
             side["split"]["fitted_on"] = "train + val speakers (val chose the recipe in --select-only runs)"
         metrics = side.setdefault("metrics", {})
