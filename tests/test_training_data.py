@@ -367,6 +367,8 @@ def test_report_ships_the_final_run_with_its_version_and_leave_out_scores(tmp_pa
                 str(tmp_path / "r"),
                 "--version",
                 "2.0.0",
+                "--recipe",
+                "run C",
             ]
         )
         == 0
