@@ -98,6 +98,7 @@ class MicrophoneSource:
         self.block_ms = block_ms
         self.buffer_s = buffer_s
         self.name = "microphone"
+        self.coalesce = 1
         self._pa: Any = None
         self._stream: Any = None
         self._ring = BlockRing(max(1, int(buffer_s * 1000 / block_ms)))
@@ -148,7 +149,9 @@ class MicrophoneSource:
         resample = _Resampler(self._rate)
         last_audio = time.monotonic()
         while True:
-            raw = self._ring.get(timeout=0.5)
+            # ``coalesce`` blocks at a time while nobody speaks: one wake-up of this thread for them all
+            got = self._ring.get_many(self.coalesce, timeout=0.5)
+            raw = (got[0] if len(got) == 1 else np.concatenate(got)) if got else None
             if raw is None:
                 active = self._stream is not None and self._stream.is_active()
                 if not active or time.monotonic() - last_audio > STALL_S:

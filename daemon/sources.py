@@ -48,8 +48,16 @@ class DeviceLost(Exception):
 
 
 class AudioSource(Protocol):
+    """``coalesce``: how many blocks the reader takes in one piece (1: each as it comes).
+
+    The daemon raises it while nobody speaks (docs/performance.md, live cost): a paced
+    source (file, microphone) then wakes its reader once per that many blocks. A source
+    that cannot wait for several blocks may ignore it.
+    """
+
     name: str
     overruns: int
+    coalesce: int
 
     def open(self) -> None: ...
 
@@ -92,6 +100,7 @@ class ArraySource:
         self.block = block
         self.name = name
         self.overruns = 0
+        self.coalesce = 1  # ignored: an array is not paced
 
     def open(self) -> None:
         pass
@@ -117,6 +126,7 @@ class FileSource:
         self.speed = speed
         self.block_ms = block_ms
         self.overruns = 0
+        self.coalesce = 1
         self._file = None
         self._mp3 = False
 
@@ -144,31 +154,40 @@ class FileSource:
         rate = self._file.samplerate
         block = max(1, SAMPLE_RATE * self.block_ms // 1000)
         # Read (and convert) READ_AHEAD_BLOCKS blocks at a time, then hand them out
-        # one by one: per-call overhead, paid ten times a second while paced, was
-        # most of what reading a file cost (see docs/performance.md, live mode).
+        # ``coalesce`` at a time: per-call overhead, paid at every wake-up while paced,
+        # was most of what reading a file cost (see docs/performance.md, live mode).
         frames = max(1, rate * self.block_ms // 1000) * READ_AHEAD_BLOCKS
         resample = _Resampler(rate)
+        ready: deque[np.ndarray] = deque()
+        ended = False
         t0 = time.monotonic()
         emitted = 0
         while True:
-            try:
-                with quiet_native_stderr() if self._mp3 else contextlib.nullcontext():
-                    data = self._file.read(frames, dtype="float64", always_2d=True)
-            except Exception as exc:
-                where = f"after {emitted / SAMPLE_RATE:.1f} s"
-                raise SourceError(f"{self.path}: read failed {where} ({_short(exc)})") from None
-            last = len(data) < frames
-            read = sanitize(resample(to_mono(data), last=last))
-            for out in np.array_split(read, max(1, round(len(read) / block))) if len(read) else ():
-                if self.realtime:
-                    due = t0 + (emitted + len(out)) / SAMPLE_RATE / self.speed
-                    delay = due - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                emitted += len(out)
-                yield out
-            if last:
+            want = max(1, self.coalesce)
+            if len(ready) < want and not ended:
+                try:
+                    with quiet_native_stderr() if self._mp3 else contextlib.nullcontext():
+                        data = self._file.read(frames, dtype="float64", always_2d=True)
+                except Exception as exc:
+                    where = f"after {emitted / SAMPLE_RATE:.1f} s"
+                    raise SourceError(f"{self.path}: read failed {where} ({_short(exc)})") from None
+                ended = len(data) < frames
+                read = sanitize(resample(to_mono(data), last=ended))
+                if len(read):
+                    ready.extend(np.array_split(read, max(1, round(len(read) / block))))
+                continue
+            if not ready:
                 return
+            out = ready.popleft()
+            if want > 1 and ready:
+                out = np.concatenate([out, *(ready.popleft() for _ in range(min(want - 1, len(ready))))])
+            if self.realtime:
+                due = t0 + (emitted + len(out)) / SAMPLE_RATE / self.speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # one sleep per wake-up, to an absolute deadline
+            emitted += len(out)
+            yield out
 
     def close(self) -> None:
         if self._file is not None:
@@ -184,6 +203,7 @@ class StdinSource:
         self.block_bytes = max(2, rate * block_ms // 1000 * 2)
         self.name = "stdin"
         self.overruns = 0
+        self.coalesce = 1  # ignored: a pipe is read as it comes
         self._stream = stream
         self.stopping = threading.Event()
 
@@ -241,6 +261,7 @@ class BlockRing:
         self._blocks: deque[np.ndarray] = deque()
         self._max = max(1, max_blocks)
         self._cond = threading.Condition()
+        self._want = 1  # blocks the reader waits for (get_many)
         self.overruns = 0
 
     def put(self, block: np.ndarray) -> None:
@@ -249,13 +270,33 @@ class BlockRing:
                 self._blocks.popleft()
                 self.overruns += 1
             self._blocks.append(block)
-            self._cond.notify()
+            if len(self._blocks) >= self._want:
+                self._cond.notify()
 
     def get(self, timeout: float) -> np.ndarray | None:
         with self._cond:
             if not self._blocks:
                 self._cond.wait(timeout)
             return self._blocks.popleft() if self._blocks else None
+
+    def get_many(self, n: int, timeout: float) -> list[np.ndarray]:
+        """Up to ``n`` blocks, waiting up to ``timeout`` for all ``n``; empty if none came.
+
+        The capture thread wakes the reader only once ``n`` are there, so a reader
+        that takes three blocks at a time wakes a third as often.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._want = max(1, n)
+            try:
+                while len(self._blocks) < self._want:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            finally:
+                self._want = 1
+            return [self._blocks.popleft() for _ in range(min(n, len(self._blocks)))]
 
 
 def _short(exc: BaseException) -> str:
@@ -278,6 +319,7 @@ class ThreadedSource:
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self.overruns = 0
+        self.coalesce = 1  # ignored: a pipe is read as it comes
 
     def open(self) -> None:
         self.inner.open()
