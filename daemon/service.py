@@ -35,7 +35,7 @@ log = logging.getLogger("emotiond")
 HOUSEKEEPING_S = 0.5  # health and the household save have intervals of seconds to minutes
 # While nobody speaks the daemon takes audio this many ms at a time (the source's
 # ``coalesce``): no event can be waiting, and a paced daemon's cost is per wake-up.
-IDLE_MS = 300
+IDLE_MS = 500
 __all__ = ["Daemon", "StartupError", "configure_logging"]
 
 
@@ -182,7 +182,7 @@ class Daemon:
             else:
                 self._last_audio = now
                 pipeline.process(block)
-                # While nobody speaks, take the audio IDLE_MS at a time: a third of the wake-ups.
+                # While nobody speaks, take the audio IDLE_MS at a time: a fifth of the wake-ups.
                 # Speech starts with 100 ms blocks again, so events leave as early as before.
                 source.coalesce = idle_blocks if pipeline.frontend.idle else 1
                 if pipeline.failing != (self.report.status != STATUS_ONLINE):  # only on a change

@@ -286,8 +286,9 @@ class BlockRing:
         that takes three blocks at a time wakes a third as often.
         """
         deadline = time.monotonic() + timeout
+        n = max(1, min(n, self._max // 2))  # never wait until the ring is about to drop blocks
         with self._cond:
-            self._want = max(1, n)
+            self._want = n
             try:
                 while len(self._blocks) < self._want:
                     left = deadline - time.monotonic()

@@ -333,9 +333,9 @@ def test_while_nobody_speaks_the_daemon_takes_larger_pieces_and_publishes_the_sa
         return events, pieces
 
     plain, plain_pieces = run(100)
-    coalesced, pieces = run(300)
+    coalesced, pieces = run(500)
     assert {n for n, _ in plain_pieces[:-1]} == {1600}
-    assert sum(n == 4800 for n, _ in pieces) >= 10  # the quiet stretches, three blocks at a time
+    assert sum(n == 8000 for n, _ in pieces) >= 5  # the quiet stretches, five blocks at a time
     assert all(n <= 1600 for n, idle in pieces if not idle)  # speech: 100 ms blocks, events leave as early
     assert [k for k, _ in plain].count("utterance") == 2
 

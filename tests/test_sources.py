@@ -227,3 +227,8 @@ def test_block_ring_wakes_a_reader_once_the_blocks_it_wants_are_there() -> None:
     assert [int(b[0]) for b in ring.get_many(3, timeout=0.2)] == [9]  # fewer once the wait runs out
     assert time.monotonic() - t0 >= 0.19
     assert ring.get_many(3, timeout=0.05) == []
+    small = BlockRing(4)  # a reader never waits until a small ring is about to drop blocks
+    for i in range(2):
+        small.put(np.full(4, i))
+    t0 = time.monotonic()
+    assert len(small.get_many(5, timeout=1.0)) == 2 and time.monotonic() - t0 < 0.5
