@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ..dsp.audio import Resampler, pcm16_to_float, sanitize
 from ..quiet import quiet_native_stderr
-from .sources import BlockRing, DeviceLost, NoInputError, SourceError, _Resampler, sanitize
+from .sources import BlockRing, DeviceLost, NoInputError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class MicrophoneSource:
         return None, pyaudio.paContinue
 
     def blocks(self) -> Iterator[np.ndarray]:
-        resample = _Resampler(self._rate)
+        resample = Resampler(self._rate)
         last_audio = time.monotonic()
         while True:
             # ``coalesce`` blocks at a time while nobody speaks: one wake-up of this thread for them all
@@ -159,7 +160,7 @@ class MicrophoneSource:
                 yield np.zeros(0)  # lets the caller keep its watchdog and timers alive
                 continue
             last_audio = time.monotonic()
-            samples = raw.astype(np.float64) / 32768.0
+            samples = pcm16_to_float(raw)
             if self._channels > 1:
                 samples = samples.reshape(-1, self._channels).mean(axis=1)
             yield sanitize(resample(samples))

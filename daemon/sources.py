@@ -1,8 +1,8 @@
 """Audio sources (stage ``source``): microphone, file, stdin PCM, and arrays for tests.
 
-Every source yields 16 kHz mono float64 blocks in [-1, 1]. Capture at other
-rates is resampled with soxr's streaming resampler (a real polyphase
-resampler; no hand-written interpolation). The microphone callback runs on
+Every source yields 16 kHz mono float64 blocks in [-1, 1], built from the pieces
+in :mod:`emotiond.dsp.audio` (PCM conversion, mix-down, sanitising, and soxr's
+streaming resampler for capture at other rates). The microphone callback runs on
 PortAudio's thread and only appends to a bounded ring, so it never blocks;
 when processing falls behind, the oldest blocks are dropped and counted.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import numpy as np
-import soxr
 
+from ..dsp.audio import Resampler, pcm16_to_float, sanitize, to_mono
 from ..dsp.features import SAMPLE_RATE
 from ..quiet import quiet_native_stderr
 
@@ -66,30 +66,6 @@ class AudioSource(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def to_mono(data: np.ndarray) -> np.ndarray:
-    return data.mean(axis=1) if data.ndim == 2 else data
-
-
-class _Resampler:
-    """Streaming resampler to 16 kHz that is a no-op at 16 kHz."""
-
-    def __init__(self, in_rate: int) -> None:
-        self._stream = None if in_rate == SAMPLE_RATE else soxr.ResampleStream(in_rate, SAMPLE_RATE, 1, dtype="float64")
-
-    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
-        block = np.asarray(block, dtype=np.float64)
-        if self._stream is None:
-            return block
-        return self._stream.resample_chunk(block, last=last)
-
-
-def sanitize(block: np.ndarray) -> np.ndarray:
-    """Replace NaN/Inf (broken files, buggy drivers) with silence and clip to [-1, 1]."""
-    if not np.all(np.isfinite(block)):
-        block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
-    return np.clip(block, -1.0, 1.0)
 
 
 class ArraySource:
@@ -157,7 +133,7 @@ class FileSource:
         # ``coalesce`` at a time: per-call overhead, paid at every wake-up while paced,
         # was most of what reading a file cost (see docs/performance.md, live mode).
         frames = max(1, rate * self.block_ms // 1000) * READ_AHEAD_BLOCKS
-        resample = _Resampler(rate)
+        resample = Resampler(rate)
         ready: deque[np.ndarray] = deque()
         ended = False
         t0 = time.monotonic()
@@ -231,7 +207,7 @@ class StdinSource:
         return None
 
     def blocks(self) -> Iterator[np.ndarray]:
-        resample = _Resampler(self.rate)
+        resample = Resampler(self.rate)
         carry = b""
         while True:
             data = self._read()
@@ -241,7 +217,7 @@ class StdinSource:
             data = carry + (data or b"")
             usable = len(data) - len(data) % 2  # an odd trailing byte waits for its partner
             carry = data[usable:]
-            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64) / 32768.0
+            samples = pcm16_to_float(data[:usable])
             out = resample(samples, last=last)
             if len(out):
                 yield out

@@ -232,3 +232,17 @@ def test_block_ring_wakes_a_reader_once_the_blocks_it_wants_are_there() -> None:
         small.put(np.full(4, i))
     t0 = time.monotonic()
     assert len(small.get_many(5, timeout=1.0)) == 2 and time.monotonic() - t0 < 0.5
+
+
+def test_audio_pieces_the_sources_share() -> None:
+    from emotiond.dsp.audio import Resampler, pcm16_to_float, sanitize, to_mono
+
+    pcm = np.array([-32768, -1, 0, 1, 32767], dtype="<i2")
+    assert pcm16_to_float(pcm.tobytes()).tolist() == pcm16_to_float(pcm).tolist() == (pcm / 32768.0).tolist()
+    assert to_mono(np.array([[0.5, -0.5], [1.0, 0.0]])).tolist() == [0.0, 0.5]
+    assert sanitize(np.array([np.nan, np.inf, 2.0, -0.25])).tolist() == [0.0, 0.0, 1.0, -0.25]
+    x = tone(48000, 1.0)
+    resample = Resampler(48000)
+    streamed = np.concatenate([resample(x[i : i + 4800], last=i + 4800 >= len(x)) for i in range(0, len(x), 4800)])
+    assert abs(len(streamed) - SR) <= 1 and abs(peak_hz(streamed) - 440) <= 2
+    assert Resampler(SR)(x[:100]) is not None and np.array_equal(Resampler(SR)(x[:100]), x[:100])
