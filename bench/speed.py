@@ -231,7 +231,8 @@ def pipeline_pass(settings: Any, model: Any, signal: np.ndarray, split: bool = F
     acc: dict[str, float] = {}
     if split:
         fe = pipe.frontend
-        for obj, name, key in ((fe.vad, "push", "vad"), (fe._audio, "write", "buffering"),
+        for obj, name, key in ((fe.vad, "push_frames", "vad"), (fe.vad, "flush", "vad"),
+                               (fe._audio, "write", "buffering"),
                                (fe.spectrum, "power", "fft_power"), (fe.spectrum, "log_mel", "log_mel"),
                                (fe.gate, "learn", "denoise_learn"), (fe.gate, "apply", "denoise_apply"),
                                (fe.gate, "end_segment", "denoise_apply")):

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ..dsp.audio import Resampler, pcm16_to_float, sanitize
 from ..quiet import quiet_native_stderr
-from .sources import BlockRing, DeviceLost, NoInputError, SourceError, _Resampler, sanitize
+from .sources import BlockRing, DeviceLost, NoInputError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class MicrophoneSource:
         self.block_ms = block_ms
         self.buffer_s = buffer_s
         self.name = "microphone"
+        self.coalesce = 1
         self._pa: Any = None
         self._stream: Any = None
         self._ring = BlockRing(max(1, int(buffer_s * 1000 / block_ms)))
@@ -145,10 +147,12 @@ class MicrophoneSource:
         return None, pyaudio.paContinue
 
     def blocks(self) -> Iterator[np.ndarray]:
-        resample = _Resampler(self._rate)
+        resample = Resampler(self._rate)
         last_audio = time.monotonic()
         while True:
-            raw = self._ring.get(timeout=0.5)
+            # ``coalesce`` blocks at a time while nobody speaks: one wake-up of this thread for them all
+            got = self._ring.get_many(self.coalesce, timeout=0.5)
+            raw = (got[0] if len(got) == 1 else np.concatenate(got)) if got else None
             if raw is None:
                 active = self._stream is not None and self._stream.is_active()
                 if not active or time.monotonic() - last_audio > STALL_S:
@@ -156,7 +160,7 @@ class MicrophoneSource:
                 yield np.zeros(0)  # lets the caller keep its watchdog and timers alive
                 continue
             last_audio = time.monotonic()
-            samples = raw.astype(np.float64) / 32768.0
+            samples = pcm16_to_float(raw)
             if self._channels > 1:
                 samples = samples.reshape(-1, self._channels).mean(axis=1)
             yield sanitize(resample(samples))

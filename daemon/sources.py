@@ -1,8 +1,8 @@
 """Audio sources (stage ``source``): microphone, file, stdin PCM, and arrays for tests.
 
-Every source yields 16 kHz mono float64 blocks in [-1, 1]. Capture at other
-rates is resampled with soxr's streaming resampler (a real polyphase
-resampler; no hand-written interpolation). The microphone callback runs on
+Every source yields 16 kHz mono float64 blocks in [-1, 1], built from the pieces
+in :mod:`emotiond.dsp.audio` (PCM conversion, mix-down, sanitising, and soxr's
+streaming resampler for capture at other rates). The microphone callback runs on
 PortAudio's thread and only appends to a bounded ring, so it never blocks;
 when processing falls behind, the oldest blocks are dropped and counted.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import numpy as np
-import soxr
 
+from ..dsp.audio import Resampler, pcm16_to_float, sanitize, to_mono
 from ..dsp.features import SAMPLE_RATE
 from ..quiet import quiet_native_stderr
 
@@ -48,8 +48,16 @@ class DeviceLost(Exception):
 
 
 class AudioSource(Protocol):
+    """``coalesce``: how many blocks the reader takes in one piece (1: each as it comes).
+
+    The daemon raises it while nobody speaks (docs/performance.md, live cost): a paced
+    source (file, microphone) then wakes its reader once per that many blocks. A source
+    that cannot wait for several blocks may ignore it.
+    """
+
     name: str
     overruns: int
+    coalesce: int
 
     def open(self) -> None: ...
 
@@ -60,30 +68,6 @@ class AudioSource(Protocol):
     def close(self) -> None: ...
 
 
-def to_mono(data: np.ndarray) -> np.ndarray:
-    return data.mean(axis=1) if data.ndim == 2 else data
-
-
-class _Resampler:
-    """Streaming resampler to 16 kHz that is a no-op at 16 kHz."""
-
-    def __init__(self, in_rate: int) -> None:
-        self._stream = None if in_rate == SAMPLE_RATE else soxr.ResampleStream(in_rate, SAMPLE_RATE, 1, dtype="float64")
-
-    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
-        block = np.asarray(block, dtype=np.float64)
-        if self._stream is None:
-            return block
-        return self._stream.resample_chunk(block, last=last)
-
-
-def sanitize(block: np.ndarray) -> np.ndarray:
-    """Replace NaN/Inf (broken files, buggy drivers) with silence and clip to [-1, 1]."""
-    if not np.all(np.isfinite(block)):
-        block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
-    return np.clip(block, -1.0, 1.0)
-
-
 class ArraySource:
     """A numpy array as a source, in fixed blocks; the test double at the hardware edge."""
 
@@ -92,6 +76,7 @@ class ArraySource:
         self.block = block
         self.name = name
         self.overruns = 0
+        self.coalesce = 1  # ignored: an array is not paced
 
     def open(self) -> None:
         pass
@@ -117,6 +102,7 @@ class FileSource:
         self.speed = speed
         self.block_ms = block_ms
         self.overruns = 0
+        self.coalesce = 1
         self._file = None
         self._mp3 = False
 
@@ -144,31 +130,40 @@ class FileSource:
         rate = self._file.samplerate
         block = max(1, SAMPLE_RATE * self.block_ms // 1000)
         # Read (and convert) READ_AHEAD_BLOCKS blocks at a time, then hand them out
-        # one by one: per-call overhead, paid ten times a second while paced, was
-        # most of what reading a file cost (see docs/performance.md, live mode).
+        # ``coalesce`` at a time: per-call overhead, paid at every wake-up while paced,
+        # was most of what reading a file cost (see docs/performance.md, live mode).
         frames = max(1, rate * self.block_ms // 1000) * READ_AHEAD_BLOCKS
-        resample = _Resampler(rate)
+        resample = Resampler(rate)
+        ready: deque[np.ndarray] = deque()
+        ended = False
         t0 = time.monotonic()
         emitted = 0
         while True:
-            try:
-                with quiet_native_stderr() if self._mp3 else contextlib.nullcontext():
-                    data = self._file.read(frames, dtype="float64", always_2d=True)
-            except Exception as exc:
-                where = f"after {emitted / SAMPLE_RATE:.1f} s"
-                raise SourceError(f"{self.path}: read failed {where} ({_short(exc)})") from None
-            last = len(data) < frames
-            read = sanitize(resample(to_mono(data), last=last))
-            for out in np.array_split(read, max(1, round(len(read) / block))) if len(read) else ():
-                if self.realtime:
-                    due = t0 + (emitted + len(out)) / SAMPLE_RATE / self.speed
-                    delay = due - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                emitted += len(out)
-                yield out
-            if last:
+            want = max(1, self.coalesce)
+            if len(ready) < want and not ended:
+                try:
+                    with quiet_native_stderr() if self._mp3 else contextlib.nullcontext():
+                        data = self._file.read(frames, dtype="float64", always_2d=True)
+                except Exception as exc:
+                    where = f"after {emitted / SAMPLE_RATE:.1f} s"
+                    raise SourceError(f"{self.path}: read failed {where} ({_short(exc)})") from None
+                ended = len(data) < frames
+                read = sanitize(resample(to_mono(data), last=ended))
+                if len(read):
+                    ready.extend(np.array_split(read, max(1, round(len(read) / block))))
+                continue
+            if not ready:
                 return
+            out = ready.popleft()
+            if want > 1 and ready:
+                out = np.concatenate([out, *(ready.popleft() for _ in range(min(want - 1, len(ready))))])
+            if self.realtime:
+                due = t0 + (emitted + len(out)) / SAMPLE_RATE / self.speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # one sleep per wake-up, to an absolute deadline
+            emitted += len(out)
+            yield out
 
     def close(self) -> None:
         if self._file is not None:
@@ -184,6 +179,7 @@ class StdinSource:
         self.block_bytes = max(2, rate * block_ms // 1000 * 2)
         self.name = "stdin"
         self.overruns = 0
+        self.coalesce = 1  # ignored: a pipe is read as it comes
         self._stream = stream
         self.stopping = threading.Event()
 
@@ -211,7 +207,7 @@ class StdinSource:
         return None
 
     def blocks(self) -> Iterator[np.ndarray]:
-        resample = _Resampler(self.rate)
+        resample = Resampler(self.rate)
         carry = b""
         while True:
             data = self._read()
@@ -221,7 +217,7 @@ class StdinSource:
             data = carry + (data or b"")
             usable = len(data) - len(data) % 2  # an odd trailing byte waits for its partner
             carry = data[usable:]
-            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64) / 32768.0
+            samples = pcm16_to_float(data[:usable])
             out = resample(samples, last=last)
             if len(out):
                 yield out
@@ -241,6 +237,7 @@ class BlockRing:
         self._blocks: deque[np.ndarray] = deque()
         self._max = max(1, max_blocks)
         self._cond = threading.Condition()
+        self._want = 1  # blocks the reader waits for (get_many)
         self.overruns = 0
 
     def put(self, block: np.ndarray) -> None:
@@ -249,13 +246,34 @@ class BlockRing:
                 self._blocks.popleft()
                 self.overruns += 1
             self._blocks.append(block)
-            self._cond.notify()
+            if len(self._blocks) >= self._want:
+                self._cond.notify()
 
     def get(self, timeout: float) -> np.ndarray | None:
         with self._cond:
             if not self._blocks:
                 self._cond.wait(timeout)
             return self._blocks.popleft() if self._blocks else None
+
+    def get_many(self, n: int, timeout: float) -> list[np.ndarray]:
+        """Up to ``n`` blocks, waiting up to ``timeout`` for all ``n``; empty if none came.
+
+        The capture thread wakes the reader only once ``n`` are there, so a reader
+        that takes three blocks at a time wakes a third as often.
+        """
+        deadline = time.monotonic() + timeout
+        n = max(1, min(n, self._max // 2))  # never wait until the ring is about to drop blocks
+        with self._cond:
+            self._want = n
+            try:
+                while len(self._blocks) < self._want:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            finally:
+                self._want = 1
+            return [self._blocks.popleft() for _ in range(min(n, len(self._blocks)))]
 
 
 def _short(exc: BaseException) -> str:
@@ -278,6 +296,7 @@ class ThreadedSource:
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self.overruns = 0
+        self.coalesce = 1  # ignored: a pipe is read as it comes
 
     def open(self) -> None:
         self.inner.open()

@@ -1,8 +1,12 @@
-"""Reading whole audio files as the pipeline wants them: 16 kHz mono float64.
+"""Audio as the pipeline wants it: 16 kHz mono float64 in [-1, 1].
 
-Shared by ``classify``, ``eval`` and training so a file means the same
-samples everywhere. Resampling uses soxr (high-quality polyphase), the same
-resampler the live sources stream through.
+Whole files (``load_mono_16k``, shared by ``classify``, ``eval`` and training, so
+a file means the same samples everywhere) and the pieces the live sources
+(microphone, file, stdin) are built from: ``pcm16_to_float``, ``to_mono``,
+``sanitize`` and the streaming ``Resampler``. Resampling uses soxr
+(high-quality polyphase) in both. Training's feature cache resamples with scipy
+(models/training/featurize.py) and is left so: changing it would change the
+cached features.
 """
 
 from __future__ import annotations
@@ -24,15 +28,43 @@ class AudioFileError(Exception):
         self.missing = missing
 
 
+def pcm16_to_float(pcm: bytes | np.ndarray) -> np.ndarray:
+    """Signed 16-bit little-endian PCM (bytes or int16 samples) as float64 in [-1, 1)."""
+    raw = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes | bytearray | memoryview) else pcm
+    return raw.astype(np.float64) / 32768.0
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """Frames × channels mixed down to one channel (the mean); mono passes through."""
+    return data.mean(axis=1) if data.ndim == 2 else data
+
+
+def sanitize(block: np.ndarray) -> np.ndarray:
+    """Replace NaN/Inf (broken files, buggy drivers) with silence and clip to [-1, 1]."""
+    if not np.all(np.isfinite(block)):
+        block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(block, -1.0, 1.0)
+
+
+class Resampler:
+    """Streaming resampler to 16 kHz (soxr) for sources that deliver audio piece by piece; a no-op at 16 kHz."""
+
+    def __init__(self, in_rate: int) -> None:
+        self._stream = None if in_rate == SAMPLE_RATE else soxr.ResampleStream(in_rate, SAMPLE_RATE, 1, dtype="float64")
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """The 16 kHz samples ``block`` completes; ``last`` flushes the filter's tail at the end of the input."""
+        block = np.asarray(block, dtype=np.float64)
+        if self._stream is None:
+            return block
+        return self._stream.resample_chunk(block, last=last)
+
+
 def to_16k_mono(data: np.ndarray, rate: int) -> np.ndarray:
-    data = np.asarray(data, dtype=np.float64)
-    if data.ndim == 2:
-        data = data.mean(axis=1)
+    data = to_mono(np.asarray(data, dtype=np.float64))
     if rate != SAMPLE_RATE:
         data = soxr.resample(data, rate, SAMPLE_RATE)
-    if not np.all(np.isfinite(data)):
-        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    return np.clip(data, -1.0, 1.0)
+    return sanitize(data)
 
 
 def load_mono_16k(path: Path | str) -> np.ndarray:

@@ -194,6 +194,10 @@ class _AudioBuffer:
         self._buf[self.end - self.start : self.end - self.start + n] = chunk
         self.end += n
 
+    def samples(self, first: int, n: int) -> np.ndarray:
+        """Samples ``first … first + n - 1`` (stream indices) as a view."""
+        return self._buf[first - self.start : first - self.start + n]
+
     def frames(self, first: int, n: int, cfg: FeatureConfig) -> np.ndarray:
         """Frames ``first … first + n - 1`` (stream frame indices) as a view."""
         return frames_at(self._buf[: self.end - self.start], first * cfg.hop_length - self.start, n, cfg)
@@ -228,6 +232,15 @@ class Frontend:
         self._n_unlearned = 0
         self.samples_seen = 0
 
+    @property
+    def idle(self) -> bool:
+        """Nobody is speaking: no open utterance, and the VAD is not inside speech.
+
+        While idle no window or utterance can be waiting to go out, so a caller may
+        hand over audio in larger pieces without delaying any event (docs/performance.md).
+        """
+        return self._utt is None and not self.vad.in_speech
+
     def push(self, chunk: np.ndarray) -> list[FrontendEvent]:
         """Process float samples (16 kHz mono, any length); return what they completed."""
         chunk = np.asarray(chunk, dtype=np.float64)
@@ -237,14 +250,17 @@ class Frontend:
             if not self._audio.fits(len(chunk), keep_from):
                 self._learn()  # no room to keep them: learn from those samples while they are here
                 keep_from = self._next_frame * self.cfg.hop_length
-        self._audio.write(chunk, keep_from)
+        judged = self.vad.next_sample  # the VAD reads its frames from this buffer too: keep its incomplete one
+        self._audio.write(chunk, min(keep_from, judged))
         self.samples_seen += len(chunk)
-        self._spans.extend(self.vad.push(chunk))
+        whole = (self.samples_seen - judged) // self.vad.frame_len * self.vad.frame_len
+        if whole:
+            self._spans.extend(self.vad.push_frames(self._audio.samples(judged, whole)))
         return self._drain(final=False)
 
     def flush(self) -> list[FrontendEvent]:
         """End of input: decide the rest, close any open utterance."""
-        self._spans.extend(self.vad.flush())
+        self._spans.extend(self.vad.flush(total=self.samples_seen))
         events = self._drain(final=True)
         if self._utt is not None:
             events.extend(self._close())

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import _webrtcvad
 import numpy as np
 import webrtcvad
 
@@ -35,9 +37,13 @@ class VadParams:
     warmup_ms: int = 300
 
 
-@dataclass(frozen=True)
-class Span:
-    """A decided stretch of the timeline, in samples from the stream start."""
+class Span(NamedTuple):
+    """A decided stretch of the timeline, in samples from the stream start.
+
+    A named tuple rather than a frozen dataclass: a few are made per block, and a
+    tuple is built in one C call where a frozen dataclass sets each field through
+    ``object.__setattr__``.
+    """
 
     start: int
     end: int
@@ -95,41 +101,80 @@ class VoiceActivitySegmenter:
     def decided_until(self) -> int:
         return self._decided
 
+    @property
+    def next_sample(self) -> int:
+        """Stream index of the first sample not yet judged (the start of the incomplete frame)."""
+        return self._frames_seen * self.frame_len
+
     def push(self, chunk: np.ndarray) -> list[Span]:
+        """Float samples of any length; the incomplete last frame waits for the next push."""
         chunk = np.asarray(chunk, dtype=np.float64)
-        spans: list[list] = []
         have = self._n_pending + len(chunk)
         if have > len(self._pending):
             grown = np.zeros(max(have, 2 * len(self._pending)), dtype=np.float64)
             grown[: self._n_pending] = self._pending[: self._n_pending]
             self._pending = grown
         self._pending[self._n_pending : have] = chunk
-        n = have // self.frame_len
+        used = have // self.frame_len * self.frame_len
+        spans = self.push_frames(self._pending[:used]) if used else []
+        self._n_pending = have - used
+        if used and self._n_pending:
+            self._pending[: self._n_pending] = self._pending[used:have]
+        return spans
+
+    def push_frames(self, samples: np.ndarray) -> list[Span]:
+        """The next whole frames of the stream (a multiple of ``frame_len`` samples), read in place.
+
+        For a caller that keeps the stream's samples anyway (the frontend's buffer):
+        it hands over a view of the whole frames and keeps the incomplete rest itself,
+        so the samples are neither copied nor held twice. Do not mix with ``push``.
+        """
+        n = len(samples) // self.frame_len
         if n == 0:
-            self._n_pending = have
             return []
-        used = n * self.frame_len
         # One conversion for the whole block into buffers kept between calls;
         # the per-frame loop hands webrtcvad views of it.
-        pcm = self._pcm16(self._pending[:used])
+        pcm = self._pcm16(samples)
         step = 2 * self.frame_len
         warm = self._warmup_frames - self._frames_seen  # frames of this block still in the warm-up
+        # webrtcvad's C function itself: ``Vad.is_speech`` is a Python wrapper that only
+        # re-checks the length, one more Python frame per 30 ms frame on the hot path.
+        process, handle, rate, fl = _webrtcvad.process, self._vad._vad, self.sample_rate, self.frame_len
+        # webrtcvad adapts its noise model on every frame it sees, so it sees all of
+        # them. Its model starts from scratch and calls the first few frames of any
+        # stream speech, so its verdicts during a warm-up are ignored; an energy floor
+        # keeps digital silence and far-off hum out.
+        heard = [process(handle, rate, pcm[i * step : (i + 1) * step], fl) for i in range(n)]
+        spans: list[list] = []
+        if not self._triggered and not any(heard[max(0, warm) :]):
+            self._quiet(n, spans)  # the usual block in a quiet room: nothing can start
+            return self._spans(spans)
         energy = None
         for i in range(n):
-            # webrtcvad adapts its noise model on every frame it sees, so it sees
-            # all of them. Its model starts from scratch and calls the first few
-            # frames of any stream speech, so its verdicts during a warm-up are
-            # ignored; an energy floor keeps digital silence and far-off hum out.
-            voiced = self._vad.is_speech(pcm[i * step : (i + 1) * step], self.sample_rate) and i >= warm
+            voiced = heard[i] and i >= warm
             if voiced:
                 if energy is None:  # only blocks with a voiced frame pay for the energies
-                    frames = self._pending[:used].reshape(n, self.frame_len)
+                    frames = samples[: n * self.frame_len].reshape(n, self.frame_len)
                     energy = np.einsum("ij,ij->i", frames, frames) / self.frame_len
                 voiced = energy[i] >= self._min_ms
             self._step(bool(voiced), spans)
-        self._n_pending = have - used
-        self._pending[: self._n_pending] = self._pending[used:have]
         return self._spans(spans)
+
+    def _quiet(self, n: int, spans: list[list]) -> None:
+        """``n`` unvoiced frames while not triggered: what ``_step`` would do, in one go.
+
+        Unvoiced frames only lower the ring's count, so speech can start on one only
+        while the ring is still filling (after the stream start or a segment end).
+        """
+        ring = self._ring
+        if len(ring) + n >= self._start_n and sum(ring) >= self.params.start_ratio * self._start_n:
+            for _ in range(n):  # it might start in this block: frame by frame
+                self._step(False, spans)
+            return
+        self._frames_seen += n
+        ring.extend([False] * min(n, self._start_n))
+        frame_end = self._frames_seen * self.frame_len
+        self._emit(spans, frame_end - len(ring) * self.frame_len, speech=False)
 
     def _pcm16(self, samples: np.ndarray) -> memoryview:
         """``pcm16(samples)`` written into buffers reused from block to block, as bytes."""
@@ -137,11 +182,15 @@ class VoiceActivitySegmenter:
         if len(self._scratch) < n:
             self._scratch = np.zeros(n, dtype=np.float64)
             self._pcm = np.zeros(n, dtype="<i2")
-        # clip(x, -1, 1) * 32767 == clip(x * 32767, -32767, 32767); ufuncs with ``out``
-        # and the cast in the last one (truncating towards zero, as astype does).
+        # clip(x, -1, 1) * 32767 == clip(x * 32767, -32767, 32767): ufuncs with ``out`` in
+        # float, then one assignment that casts (truncating towards zero, as astype does).
+        # A ufunc that casts into the int16 buffer itself needs numpy's buffered
+        # iterator, whose set-up is the dearest part of a call made once per block.
         scaled = np.multiply(samples, 32767.0, out=self._scratch[:n])
         np.minimum(scaled, 32767.0, out=scaled)
-        pcm = np.maximum(scaled, -32767.0, out=self._pcm[:n], casting="unsafe")
+        np.maximum(scaled, -32767.0, out=scaled)
+        pcm = self._pcm[:n]
+        pcm[...] = scaled
         return memoryview(pcm).cast("B")
 
     def _emit(self, spans: list[list], until: int, speech: bool) -> None:
@@ -194,10 +243,13 @@ class VoiceActivitySegmenter:
         else:
             self._emit(spans, max(ring_start, self._decided), speech=True)
 
-    def flush(self) -> list[Span]:
-        """Decide everything pushed so far, at the end of the input; push nothing after."""
+    def flush(self, total: int | None = None) -> list[Span]:
+        """Decide everything pushed so far, at the end of the input; push nothing after.
+
+        ``total``: the stream's length in samples, for a ``push_frames`` caller (which kept the incomplete frame).
+        """
         spans: list[list] = []
-        total = self._frames_seen * self.frame_len + self._n_pending
+        total = self._frames_seen * self.frame_len + self._n_pending if total is None else total
         if self._triggered:
             end = min(total, self._last_voiced_end + self._pad)
             self._emit(spans, end, speech=True)

@@ -134,3 +134,82 @@ def test_vad_pcm_conversion_is_pcm16() -> None:
 
     x = np.random.default_rng(2).normal(0, 0.5, 4800)  # some samples beyond ±1: clipped
     assert bytes(VoiceActivitySegmenter()._pcm16(x)) == pcm16(x)
+
+
+class _FrameByFrameVad:
+    """The VAD with its quiet-block shortcut turned off: every frame through the state machine."""
+
+    @staticmethod
+    def make():
+        from emotiond.dsp.vad import VoiceActivitySegmenter
+
+        class Reference(VoiceActivitySegmenter):
+            def _quiet(self, n: int, spans: list) -> None:
+                for _ in range(n):
+                    self._step(False, spans)
+
+        return Reference()
+
+
+@pytest.mark.parametrize("chunk", [480, 1600, 4800])
+def test_vad_quiet_shortcut_and_push_frames_decide_as_frame_by_frame(speech_scene, chunk: int) -> None:
+    from emotiond.dsp.vad import VoiceActivitySegmenter
+
+    signal, _ = speech_scene
+    rng = np.random.default_rng(7)
+    # speech, then short bursts (the ring fills again after each segment end), then quiet
+    bursts = np.concatenate([np.concatenate([signal[SR * 2 : SR * 2 + 2400], np.zeros(3000)]) for _ in range(6)])
+    x = np.concatenate([signal, bursts, pink_noise(2 * SR, rng, -55)])
+    ref, fast, frames = _FrameByFrameVad.make(), VoiceActivitySegmenter(), VoiceActivitySegmenter()
+    expected, got, via_frames = [], [], []
+    for i in range(0, len(x), chunk):
+        expected += ref.push(x[i : i + chunk])
+        got += fast.push(x[i : i + chunk])
+    whole = len(x) // frames.frame_len * frames.frame_len
+    for i in range(0, whole, 3 * frames.frame_len):  # whole frames, read in place: the frontend's way
+        via_frames += frames.push_frames(x[i : min(whole, i + 3 * frames.frame_len)])
+    expected = _timeline(expected + ref.flush())
+    assert len([s for s in expected if s[2]]) >= 3
+    assert _timeline(got + fast.flush()) == expected
+    assert _timeline(via_frames + frames.flush(total=len(x))) == expected
+
+
+def _timeline(spans: list) -> list[tuple[int, int, bool, int]]:
+    """Spans with neighbours of one label joined: the same decisions, however the pushes cut them."""
+    out: list[list] = []
+    for s in spans:
+        assert not out or out[-1][1] == s.start, "spans must be contiguous"
+        if out and (out[-1][2], out[-1][3]) == (s.speech, s.segment):
+            out[-1][1] = s.end
+        else:
+            out.append([s.start, s.end, s.speech, s.segment])
+    return [tuple(s) for s in out]
+
+
+def test_vad_quiet_shortcut_matches_the_state_machine_from_every_ring() -> None:
+    """Every ring the untriggered VAD can hold (any length, any verdicts), then n unvoiced frames:
+    the one-step shortcut leaves the same state and decides the same spans as n single steps,
+    including a start on an unvoiced frame while the ring is still filling."""
+    import itertools
+    from collections import deque
+
+    from emotiond.dsp.vad import VoiceActivitySegmenter
+
+    starts = 0
+    for length in range(6):
+        for ring in itertools.product([False, True], repeat=length):
+            for n in range(1, 8):
+                fast, ref = VoiceActivitySegmenter(), _FrameByFrameVad.make()
+                for v in (fast, ref):
+                    v._frames_seen = 40
+                    v._decided = (40 - length) * v.frame_len
+                    v._ring = deque(ring, maxlen=v._start_n)
+                got, expected = [], []
+                fast._quiet(n, got)
+                ref._quiet(n, expected)
+                assert got == expected, (ring, n)
+                state = ("_frames_seen", "_decided", "_triggered", "_segment_id", "_segment_start", "_last_voiced_end")
+                assert [getattr(fast, a) for a in state] == [getattr(ref, a) for a in state], (ring, n)
+                assert list(fast._ring) == list(ref._ring)
+                starts += ref._triggered
+    assert starts > 0  # some of them start speech on an unvoiced frame

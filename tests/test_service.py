@@ -297,3 +297,49 @@ def test_microphone_retries_report_degraded_once_with_health_on_each_change(spee
     # one at start (the injected recorder hears it too), then one per change; all long before 60 s
     assert [h[1] for h in health] == ["online", "degraded", "online"]
     assert all(h[2] is not None and 0 < h[2] <= h[3] for h in health)  # rss now ≤ peak
+
+
+def test_while_nobody_speaks_the_daemon_takes_larger_pieces_and_publishes_the_same_events(
+        speech_wav: Path, model_path: Path, monkeypatch) -> None:
+    from emotiond.daemon import service
+    from emotiond.daemon.sources import FileSource
+
+    def run(idle_ms: int) -> tuple[list[tuple[str, dict]], list[tuple[int, bool]]]:
+        monkeypatch.setattr(service, "IDLE_MS", idle_ms)
+        settings = load_settings(None, ["mqtt.enabled=false", f"model.path={model_path}"], environ={})
+        events: list[tuple[str, dict]] = []
+        pieces: list[tuple[int, bool]] = []
+
+        class Recorder:
+            def start(self): pass
+            def publish_emotion(self, p): events.append(("emotion", p))
+            def publish_utterance(self, p): events.append(("utterance", p))
+            def publish_health(self, p): pass
+            def close(self, t): pass
+            def set_status(self, s, reason=None): pass
+            def stats(self): return {}
+
+        daemon = Daemon(settings, source=FileSource(speech_wav, realtime=False), sinks=[Recorder()])
+        daemon.start()
+        pipeline = daemon.pipeline
+        process = pipeline.process
+
+        def recorded(block: np.ndarray) -> None:
+            pieces.append((len(block), pipeline.frontend.idle))  # idle as the piece was asked for
+            process(block)
+
+        pipeline.process = recorded
+        assert daemon.run() == 0
+        return events, pieces
+
+    plain, plain_pieces = run(100)
+    coalesced, pieces = run(500)
+    assert {n for n, _ in plain_pieces[:-1]} == {1600}
+    assert sum(n == 8000 for n, _ in pieces) >= 5  # the quiet stretches, five blocks at a time
+    assert all(n <= 1600 for n, idle in pieces if not idle)  # speech: 100 ms blocks, events leave as early
+    assert [k for k, _ in plain].count("utterance") == 2
+
+    def content(events: list[tuple[str, dict]]) -> list[tuple[str, dict]]:  # the run id and its clock anchor aside
+        return [(k, {f: v for f, v in p.items() if f not in ("run", "ts", "start", "end")}) for k, p in events]
+
+    assert content(coalesced) == content(plain)

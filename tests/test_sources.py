@@ -6,6 +6,8 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,18 +128,20 @@ mic.open()
 got = []
 for block in mic.blocks():
     got.append(block)
+    mic.coalesce = 3  # three 100 ms blocks per wake-up, as the daemon asks while nobody speaks
     if sum(map(len, got)) >= 32000:
         break
 mic.close()
 x = np.concatenate(got)
 spec = np.abs(np.fft.rfft(x[:16000] * np.hanning(16000)))
-print(int(np.argmax(spec)), round(float(np.max(np.abs(x))), 2))
+print(int(np.argmax(spec)), round(float(np.max(np.abs(x))), 2), max(map(len, got[1:])))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **alsa_file_mic})
     assert proc.returncode == 0, proc.stderr
-    hz, peak = proc.stdout.split()
+    hz, peak, coalesced = proc.stdout.split()
     assert abs(int(hz) - 440) <= 2 and float(peak) == pytest.approx(0.3, abs=0.02)
+    assert int(coalesced) >= 4000  # ~4800 samples: three blocks in one piece
 
 
 def test_missing_microphone_lists_devices_and_exits_66(alsa_file_mic: dict[str, str], model_path: Path) -> None:
@@ -168,3 +172,77 @@ def test_waiting_for_a_missing_microphone_keeps_running(alsa_file_mic: dict[str,
     err = proc.stderr.read()
     assert "degraded: waiting for the microphone: source.device='usb-headset': no input device matches" in err
     assert "Traceback" not in err
+
+
+def test_file_source_hands_over_coalesce_blocks_at_once_without_changing_the_samples(tmp_path: Path) -> None:
+    path = tmp_path / "x.wav"
+    x = np.random.default_rng(4).uniform(-0.5, 0.5, int(SR * 3.05))
+    sf.write(str(path), x, SR, subtype="FLOAT")
+    plain = read_all(FileSource(path, realtime=False))
+    src = FileSource(path, realtime=False)
+    src.open()
+    sizes, got = [], []
+    for i, block in enumerate(src.blocks()):
+        sizes.append(len(block))
+        got.append(block)
+        src.coalesce = 3 if 2 <= i < 8 else 1  # as the daemon does: larger pieces only while nobody speaks
+    src.close()
+    assert np.array_equal(np.concatenate(got), plain)
+    assert sizes[:3] == [1600, 1600, 1600] and sizes[3:9] == [4800] * 6 and max(sizes[9:]) <= 1600
+
+
+def test_file_source_paces_coalesced_blocks_in_real_time(tmp_path: Path) -> None:
+    path = tmp_path / "x.wav"
+    sf.write(str(path), np.zeros(SR), SR)
+    src = FileSource(path, realtime=True)
+    src.coalesce = 5
+    src.open()
+    t0 = time.monotonic()
+    arrivals = [(time.monotonic() - t0, len(b)) for b in src.blocks()]
+    src.close()
+    assert [n for _, n in arrivals] == [8000, 8000]
+    assert 0.45 <= arrivals[0][0] <= 0.7 and 0.95 <= arrivals[1][0] <= 1.3, arrivals
+
+
+def test_block_ring_wakes_a_reader_once_the_blocks_it_wants_are_there() -> None:
+    from emotiond.daemon.sources import BlockRing
+
+    ring = BlockRing(10)
+
+    def capture() -> None:
+        for i in range(3):
+            time.sleep(0.05)
+            ring.put(np.full(4, i))
+
+    t = threading.Thread(target=capture)
+    t0 = time.monotonic()
+    t.start()
+    got = ring.get_many(3, timeout=2.0)
+    waited = time.monotonic() - t0
+    t.join()
+    assert [int(b[0]) for b in got] == [0, 1, 2]
+    assert 0.14 <= waited < 1.0
+    ring.put(np.full(4, 9))
+    t0 = time.monotonic()
+    assert [int(b[0]) for b in ring.get_many(3, timeout=0.2)] == [9]  # fewer once the wait runs out
+    assert time.monotonic() - t0 >= 0.19
+    assert ring.get_many(3, timeout=0.05) == []
+    small = BlockRing(4)  # a reader never waits until a small ring is about to drop blocks
+    for i in range(2):
+        small.put(np.full(4, i))
+    t0 = time.monotonic()
+    assert len(small.get_many(5, timeout=1.0)) == 2 and time.monotonic() - t0 < 0.5
+
+
+def test_audio_pieces_the_sources_share() -> None:
+    from emotiond.dsp.audio import Resampler, pcm16_to_float, sanitize, to_mono
+
+    pcm = np.array([-32768, -1, 0, 1, 32767], dtype="<i2")
+    assert pcm16_to_float(pcm.tobytes()).tolist() == pcm16_to_float(pcm).tolist() == (pcm / 32768.0).tolist()
+    assert to_mono(np.array([[0.5, -0.5], [1.0, 0.0]])).tolist() == [0.0, 0.5]
+    assert sanitize(np.array([np.nan, np.inf, 2.0, -0.25])).tolist() == [0.0, 0.0, 1.0, -0.25]
+    x = tone(48000, 1.0)
+    resample = Resampler(48000)
+    streamed = np.concatenate([resample(x[i : i + 4800], last=i + 4800 >= len(x)) for i in range(0, len(x), 4800)])
+    assert abs(len(streamed) - SR) <= 1 and abs(peak_hz(streamed) - 440) <= 2
+    assert Resampler(SR)(x[:100]) is not None and np.array_equal(Resampler(SR)(x[:100]), x[:100])
