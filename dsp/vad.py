@@ -12,13 +12,19 @@ label frames without ever revising them.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import _webrtcvad
 import numpy as np
 import webrtcvad
+
+try:  # webrtcvad's C module; ``Vad.is_speech`` is a thin Python wrapper around it
+    import _webrtcvad
+except ImportError:  # pragma: no cover - a webrtcvad build without it: the public wrapper below
+    _webrtcvad = None
 
 from .features import SAMPLE_RATE
 
@@ -73,6 +79,7 @@ class VoiceActivitySegmenter:
         self.sample_rate = sample_rate
         self.frame_len = sample_rate * params.frame_ms // 1000
         self._vad = webrtcvad.Vad(params.aggressiveness)
+        self._is_speech = frame_classifier(self._vad, self.sample_rate)
         self._start_n = max(1, params.start_ms // params.frame_ms)
         self._end_n = max(1, params.hangover_ms // params.frame_ms)
         self._pad = params.end_padding_ms * sample_rate // 1000
@@ -139,12 +146,12 @@ class VoiceActivitySegmenter:
         warm = self._warmup_frames - self._frames_seen  # frames of this block still in the warm-up
         # webrtcvad's C function itself: ``Vad.is_speech`` is a Python wrapper that only
         # re-checks the length, one more Python frame per 30 ms frame on the hot path.
-        process, handle, rate, fl = _webrtcvad.process, self._vad._vad, self.sample_rate, self.frame_len
+        is_speech, fl = self._is_speech, self.frame_len
         # webrtcvad adapts its noise model on every frame it sees, so it sees all of
         # them. Its model starts from scratch and calls the first few frames of any
         # stream speech, so its verdicts during a warm-up are ignored; an energy floor
         # keeps digital silence and far-off hum out.
-        heard = [process(handle, rate, pcm[i * step : (i + 1) * step], fl) for i in range(n)]
+        heard = [is_speech(pcm[i * step : (i + 1) * step], fl) for i in range(n)]
         spans: list[list] = []
         if not self._triggered and not any(heard[max(0, warm) :]):
             self._quiet(n, spans)  # the usual block in a quiet room: nothing can start
@@ -256,3 +263,18 @@ class VoiceActivitySegmenter:
             self._triggered = False
         self._emit(spans, total, speech=False)
         return self._spans(spans)
+
+
+def frame_classifier(vad: webrtcvad.Vad, sample_rate: int) -> Callable[[bytes | memoryview, int], bool]:
+    """``f(pcm16_bytes, frame_len) -> voiced`` for one webrtcvad instance.
+
+    Why not just ``vad.is_speech``: that wrapper re-checks the length in Python,
+    one more Python frame per 30 ms frame on the hot path. Its C function is
+    called directly through a ``functools.partial`` (no Python frame) where this
+    webrtcvad build exposes it (``webrtcvad-wheels`` does), else the public
+    wrapper: the verdicts are the same (``tests/test_vad.py``).
+    """
+    process, handle = getattr(_webrtcvad, "process", None), getattr(vad, "_vad", None)
+    if process is not None and handle is not None:
+        return functools.partial(process, handle, sample_rate)
+    return lambda frame, frame_len: vad.is_speech(frame, sample_rate, frame_len)
