@@ -335,9 +335,10 @@ def monitor_main(argv: list[str]) -> int:
         else:
             print(f"monitor: {state.broker}: {error}; retrying", file=sys.stderr, flush=True)
 
-    client = connect(state, args, lock, on_update=print_line if plain else None,
-                     on_error=print_link if plain else None)
-    try:
+    client = None
+    try:  # connect() inside: its network thread may print before we get here, and a Ctrl-C may follow at once
+        client = connect(state, args, lock, on_update=print_line if plain else None,
+                         on_error=print_link if plain else None)
         if plain:
             while True:
                 time.sleep(0.5)
@@ -350,6 +351,7 @@ def monitor_main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        client.disconnect()
-        client.loop_stop()
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
     return 0

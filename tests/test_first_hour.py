@@ -119,7 +119,7 @@ def test_monitor_plain_without_a_broker_says_why(tmp_path: Path) -> None:
         line = proc.stderr.readline().decode()
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(10)
+        proc.wait(30)
     assert line.startswith(f"monitor: 127.0.0.1:{port}: cannot connect: connection refused"), line
     assert line.rstrip().endswith("; retrying")
     assert proc.returncode == 0
