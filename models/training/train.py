@@ -62,7 +62,7 @@ from .normalise import (
 )
 
 MODEL_NAME = "emotiond-conv1d"
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "2.1.0"
 
 LICENCES = {
     "ravdess": "CC BY-NC-SA 4.0",
@@ -121,15 +121,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--normalisation",
         choices=(WINDOW, HOUSEHOLD),
         type=lambda v: {"window": WINDOW, "household": HOUSEHOLD}.get(v, v),
-        default=HOUSEHOLD,
-        help="adapt stage: per-window band mean, or z-score against the household's running statistics",
+        default=WINDOW,
+        help="adapt stage: per-window band mean (2.1.0), or z-score against the household's running statistics",
     )
     p.add_argument("--horizon-s", type=float, default=600.0, help="household estimate: seconds of speech remembered")
     p.add_argument("--prior-s", type=float, default=30.0, help="household estimate: weight of the training statistics")
     p.add_argument(
         "--teacher",
         choices=("none", "clip", "10", "30"),
-        default="10",
+        default="none",
         help="distil from the Whisper teacher, its clips encoded at their own length or padded to 10/30 s",
     )
     p.add_argument("--kd-weight", type=float, default=0.5, help="share of the teacher's soft labels in the target")
