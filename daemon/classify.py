@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import exitcodes
-from ..dsp.audio import AudioFileError, load_mono_16k
+from ..dsp.audio import AudioInputError, load_mono_16k
 from ..dsp.frontend import clip_windows
 from ..models.runtime import EmotionModel
 from .adaptation import fresh_normaliser
@@ -46,9 +46,9 @@ def classify_main(settings: Settings, files: Sequence[Path], as_json: bool) -> i
     for path in files:
         try:
             result = {"file": str(path), **classify_signal(model, settings, load_mono_16k(path))}
-        except AudioFileError as exc:
+        except AudioInputError as exc:
             print(f"emotiond: {exc}", file=sys.stderr)
-            code = exitcodes.NOINPUT if exc.missing and code == exitcodes.OK else (code or exitcodes.DATAERR)
+            code = exc.exit_code if code == exitcodes.OK else code
             continue
         rows.append(result)
         if as_json:

@@ -45,7 +45,7 @@ import numpy as np
 
 from .. import exitcodes
 from ..dsp import noise
-from ..dsp.audio import AudioFileError, load_mono_16k
+from ..dsp.audio import AudioInputError, load_mono_16k
 from ..dsp.features import SAMPLE_RATE
 from ..models.evaluate import manifest_clips, metrics, per_class_table
 from .assembly import build_pipeline
@@ -583,8 +583,8 @@ def _score_all(args: argparse.Namespace, job: _Job, out: dict[str, Any]) -> dict
             out["gap_accuracy"] = results["stream"]["accuracy"] - results["clip"]["accuracy"]
         if args.noise:
             out["noise"] = _score_noise(args, job, tick)
-    except AudioFileError as exc:
-        raise _Stop(str(exc), exitcodes.NOINPUT if exc.missing else exitcodes.DATAERR) from None
+    except AudioInputError as exc:
+        raise _Stop(str(exc), exc.exit_code) from None
     finally:
         bar.stop()
     return results

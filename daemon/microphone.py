@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..dsp.audio import Resampler, pcm16_to_float, sanitize
+from ..dsp.audio import AudioInputError, Resampler, pcm16_to_float, sanitize
 from ..quiet import quiet_native_stderr
-from .sources import BlockRing, DeviceLost, NoInputError, SourceError
+from .sources import BlockRing, DeviceLost
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ def _pyaudio() -> Any:
     try:
         import pyaudio
     except ImportError:
-        raise NoInputError(
-            "microphone: PyAudio is not installed (pip install 'emotiond[mic]'; needs portaudio19-dev)"
+        raise AudioInputError(
+            "microphone: PyAudio is not installed (pip install 'emotiond[mic]'; needs portaudio19-dev)", os.EX_NOINPUT
         ) from None
     with quiet_native_stderr():
         return pyaudio.PyAudio()
@@ -66,7 +67,7 @@ def list_input_devices(pa: Any | None = None) -> list[InputDevice]:
 def choose_device(devices: list[InputDevice], wanted: int | str | None, default_index: int | None) -> InputDevice:
     """Pick by index, by case-insensitive name substring, or the system default."""
     if not devices:
-        raise NoInputError("microphone: no audio input devices found")
+        raise AudioInputError("microphone: no audio input devices found", os.EX_NOINPUT)
     listing = "; ".join(f"{d.index}: {d.name}" for d in devices)
     if wanted is None:
         for d in devices:
@@ -77,10 +78,12 @@ def choose_device(devices: list[InputDevice], wanted: int | str | None, default_
         for d in devices:
             if d.index == int(wanted):
                 return d
-        raise NoInputError(f"source.device={wanted}: no input device with that index (have: {listing})")
+        raise AudioInputError(
+            f"source.device={wanted}: no input device with that index (have: {listing})", os.EX_NOINPUT
+        )
     matches = [d for d in devices if str(wanted).lower() in d.name.lower()]
     if not matches:
-        raise NoInputError(f"source.device={wanted!r}: no input device matches (have: {listing})")
+        raise AudioInputError(f"source.device={wanted!r}: no input device matches (have: {listing})", os.EX_NOINPUT)
     return matches[0]
 
 
@@ -134,7 +137,8 @@ class MicrophoneSource:
                 )
         except (OSError, ValueError) as exc:
             self.close()
-            raise SourceError(f"microphone {device.index} ({device.name}): cannot open at {rate} Hz: {exc}") from None
+            why = f"microphone {device.index} ({device.name}): cannot open at {rate} Hz: {exc}"
+            raise AudioInputError(why) from None
         self._device = device
         self._rate, self._channels = rate, channels
         self.name = f"microphone {device.index} ({device.name})"

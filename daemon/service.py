@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, exitcodes
+from ..dsp.audio import AudioInputError
 from ..models.runtime import EmotionModel
 from .adaptation import Household
 from .assembly import StartupError, build_pipeline, load_model, make_sinks, make_source, payload_clock
@@ -28,7 +29,7 @@ from .pipeline import Pipeline
 from .reload import apply_plan, plan_reload
 from .resources import process_usage
 from .sinks import Sink, SinkSet
-from .sources import AudioSource, DeviceLost, SourceError
+from .sources import AudioSource, DeviceLost
 from .status import StatusReporter
 
 log = logging.getLogger("emotiond")
@@ -119,7 +120,7 @@ class Daemon:
         source = self._source_override or make_source(self.settings, self.fast)
         try:
             source.open()
-        except SourceError as exc:
+        except AudioInputError as exc:
             if self.settings.source.input is None and self.settings.source.wait_for_device:
                 raise DeviceLost(str(exc)) from None
             raise StartupError(str(exc), exc.exit_code) from None

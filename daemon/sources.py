@@ -24,23 +24,11 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
-from ..dsp.audio import Resampler, pcm16_to_float, sanitize, to_mono
+from ..dsp.audio import AudioInputError, Resampler, pcm16_to_float, sanitize, to_mono
 from ..dsp.features import SAMPLE_RATE
 from ..quiet import quiet_native_stderr
 
 log = logging.getLogger(__name__)
-
-
-class SourceError(Exception):
-    """An input that cannot be used at all; the message names it."""
-
-    exit_code = 65  # EX_DATAERR
-
-
-class NoInputError(SourceError):
-    """A file or device that does not exist."""
-
-    exit_code = 66  # EX_NOINPUT
 
 
 class DeviceLost(Exception):
@@ -110,20 +98,20 @@ class FileSource:
         import soundfile as sf
 
         if self.path.is_dir():
-            raise NoInputError(f"{self.path}: is a directory, not an audio file")
+            raise AudioInputError(f"{self.path}: is a directory, not an audio file", os.EX_NOINPUT)
         if not self.path.exists():
-            raise NoInputError(f"{self.path}: audio file not found")
+            raise AudioInputError(f"{self.path}: audio file not found", os.EX_NOINPUT)
         try:
             with quiet_native_stderr():  # libmpg123 (MP3) prints header notes straight to fd 2
                 self._file = sf.SoundFile(str(self.path))
         except Exception as exc:  # libsndfile reports format problems as several types
-            raise SourceError(f"{self.path}: not a readable audio file ({_short(exc)})") from None
+            raise AudioInputError(f"{self.path}: not a readable audio file ({_short(exc)})") from None
         if self._file.samplerate < 8000:
-            raise SourceError(f"{self.path}: sample rate {self._file.samplerate} Hz is too low (min 8000)")
+            raise AudioInputError(f"{self.path}: sample rate {self._file.samplerate} Hz is too low (min 8000)")
         self._mp3 = self._file.format == "MP3"  # libmpg123 notes on damaged frames would flood stderr
         if self._file.frames == 0:
             self._file.close()
-            raise SourceError(f"{self.path}: contains no audio samples (a header only)")
+            raise AudioInputError(f"{self.path}: contains no audio samples (a header only)")
 
     def blocks(self) -> Iterator[np.ndarray]:
         assert self._file is not None, "open() first"
@@ -146,7 +134,7 @@ class FileSource:
                         data = self._file.read(frames, dtype="float64", always_2d=True)
                 except Exception as exc:
                     where = f"after {emitted / SAMPLE_RATE:.1f} s"
-                    raise SourceError(f"{self.path}: read failed {where} ({_short(exc)})") from None
+                    raise AudioInputError(f"{self.path}: read failed {where} ({_short(exc)})") from None
                 ended = len(data) < frames
                 read = sanitize(resample(to_mono(data), last=ended))
                 if len(read):
@@ -191,7 +179,7 @@ class StdinSource:
                 self._stream = stdin.buffer  # type: ignore[union-attr]
             except (AttributeError, OSError, ValueError):  # `emotiond run --input - <&-`
                 why = "stdin: standard input is closed; pipe 16-bit PCM into 'emotiond run --input -'"
-                raise NoInputError(why) from None
+                raise AudioInputError(why, os.EX_NOINPUT) from None
 
     def _read(self) -> bytes | None:
         """Up to one block; None when asked to stop. Polls a real fd so a stop never waits on the pipe."""

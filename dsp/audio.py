@@ -11,6 +11,7 @@ cached features.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,18 @@ from ..quiet import quiet_native_stderr
 from .features import SAMPLE_RATE
 
 
-class AudioFileError(Exception):
-    """A file that cannot be read as audio; the message names it."""
+class AudioInputError(Exception):
+    """An audio input (file, stdin stream or device) that cannot be used; the message names it.
 
-    def __init__(self, message: str, missing: bool = False) -> None:
+    One class for every source, ``classify``, ``eval`` and training, so a caller
+    needs one ``except`` and the exit code travels one way: ``exit_code`` is the
+    sysexits code the command exits with, 66 (EX_NOINPUT) for an input that does
+    not exist, 65 (EX_DATAERR) for one that exists but is not usable audio.
+    """
+
+    def __init__(self, message: str, exit_code: int = os.EX_DATAERR) -> None:
         super().__init__(message)
-        self.missing = missing
+        self.exit_code = exit_code
 
 
 def pcm16_to_float(pcm: bytes | np.ndarray) -> np.ndarray:
@@ -72,18 +79,19 @@ def load_mono_16k(path: Path | str) -> np.ndarray:
 
     path = Path(path)
     if path.is_dir():
-        raise AudioFileError(f"{path}: is a directory, not an audio file (pass the files, e.g. {path}/*.wav)",
-                             missing=True)
+        raise AudioInputError(
+            f"{path}: is a directory, not an audio file (pass the files, e.g. {path}/*.wav)", os.EX_NOINPUT
+        )
     if not path.is_file():
-        raise AudioFileError(f"{path}: audio file not found", missing=True)
+        raise AudioInputError(f"{path}: audio file not found", os.EX_NOINPUT)
     try:
         with quiet_native_stderr():  # libmpg123 prints notes about MP3 headers straight to fd 2
             data, rate = sf.read(str(path), dtype="float64", always_2d=True)
     except Exception as exc:  # libsndfile raises several types for bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AudioFileError(f"{path}: not a readable audio file ({first})") from None
+        raise AudioInputError(f"{path}: not a readable audio file ({first})") from None
     if rate < 8000:
-        raise AudioFileError(f"{path}: sample rate {rate} Hz is too low (min 8000)")
+        raise AudioInputError(f"{path}: sample rate {rate} Hz is too low (min 8000)")
     if len(data) == 0:
-        raise AudioFileError(f"{path}: contains no audio samples (a header only)")
+        raise AudioInputError(f"{path}: contains no audio samples (a header only)")
     return to_16k_mono(data, rate)

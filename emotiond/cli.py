@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .daemon.assembly import StartupError
     from .daemon.config import ConfigError
-    from .daemon.sources import SourceError
+    from .dsp.audio import AudioInputError
     from .models.runtime import ModelError
 
     try:
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emotiond: config error: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
-    except (StartupError, SourceError, ModelError) as exc:
+    except (StartupError, AudioInputError, ModelError) as exc:
         print(f"emotiond: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", exitcodes.CONFIG)  # a model that does not fit is a config problem
     except (KeyboardInterrupt, BrokenPipeError):

@@ -264,7 +264,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
 
 def test_microphone_retries_report_degraded_once_with_health_on_each_change(speech_scene, model_path) -> None:
     """Issue 14: status on change only (not per retry), health at start and on every status change."""
-    from emotiond.daemon.sources import SourceError
+    from emotiond.dsp.audio import AudioInputError
 
     settings = load_settings(None, ["mqtt.enabled=false", f"model.path={model_path}", "source.wait_for_device=true",
                                     "source.reopen_min_s=0.05", "source.reopen_max_s=0.1"], environ={})
@@ -283,7 +283,7 @@ def test_microphone_retries_report_degraded_once_with_health_on_each_change(spee
         def open(self) -> None:
             self.opened += 1
             if self.opened <= 6:
-                raise SourceError("mic: no input device matches 'usb'")
+                raise AudioInputError("mic: no input device matches 'usb'")
 
     source = LateMic(speech_scene[0][: SR * 2])
     daemon = Daemon(settings, source=source, sinks=[Recorder()])  # MQTT is off: only the recorder

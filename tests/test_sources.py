@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from emotiond.daemon.sources import FileSource, NoInputError, SourceError, StdinSource
+from emotiond.daemon.sources import FileSource, StdinSource
+from emotiond.dsp.audio import AudioInputError
 
 SR = 16_000
 
@@ -62,12 +63,13 @@ def test_file_source_turns_nan_and_inf_into_silence(tmp_path: Path) -> None:
 
 
 def test_file_source_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(NoInputError, match=r"missing\.wav: audio file not found"):
+    with pytest.raises(AudioInputError, match=r"missing\.wav: audio file not found") as missing:
         FileSource(tmp_path / "missing.wav").open()
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    with pytest.raises(SourceError, match=r"empty\.wav: not a readable audio file"):
+    with pytest.raises(AudioInputError, match=r"empty\.wav: not a readable audio file") as unreadable:
         FileSource(empty).open()
+    assert (missing.value.exit_code, unreadable.value.exit_code) == (66, 65)  # EX_NOINPUT, EX_DATAERR
     truncated = tmp_path / "trunc.wav"
     buf = io.BytesIO()
     sf.write(buf, tone(SR, 1.0), SR, format="WAV")

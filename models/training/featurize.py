@@ -19,6 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from ...dsp.adapt import RawWindows
+from ...dsp.audio import AudioInputError, to_mono
 from ...dsp.features import FEATURES, SAMPLE_RATE
 from ...dsp.frontend import Frontend, FrontendParams, SegmentEnd, Window
 from .augment import augment
@@ -26,9 +27,17 @@ from .data import Clip
 
 
 def read_audio(path: Path) -> np.ndarray:
-    """Decode to 16 kHz mono float64 (the corpora are already 16 kHz mono)."""
-    x, sr = sf.read(str(path), dtype="float64", always_2d=True)
-    x = x.mean(axis=1)
+    """Decode to 16 kHz mono float64, mixed down like the daemon's sources (``dsp.audio.to_mono``).
+
+    Resampling stays scipy's ``resample_poly``, not the daemon's soxr ``Resampler``:
+    the feature cache (and the shipped model) were built with it, and switching
+    would change every training window of the corpora not stored at 16 kHz.
+    """
+    try:
+        x, sr = sf.read(str(path), dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioInputError(f"{path}: not a readable audio file ({exc})") from None
+    x = to_mono(x)
     if sr != SAMPLE_RATE:
         from scipy.signal import resample_poly
 

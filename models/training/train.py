@@ -114,7 +114,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="train on train+val speakers for --epochs and keep the average of the last 3 epochs (no validation, "
-        "test still unseen); the default (--no-fit-on-train-val, the 2.0.0 and 2.1.0 recipe) keeps the validation speakers "
+        "test still unseen); the default (--no-fit-on-train-val, the 2.1.0 recipe) keeps the validation speakers "
         "for the checkpoint choice. Ignored with --select-only",
     )
     p.add_argument(
