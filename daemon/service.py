@@ -1,11 +1,9 @@
 """The long-running daemon: keeps the pipeline that :mod:`.assembly` builds alive.
 
-Responsibilities that belong to a service and not to the audio stages:
-signals (SIGTERM/SIGINT stop, SIGHUP reload), systemd readiness, watchdog and
-status, the retained health message, and reopening a microphone that went
-away. Everything here runs on the main thread; the other threads are the
-capture callback (PortAudio), the stdin reader (``emotiond-stdin``), paho's
-network loop and the MQTT sink's ``mqtt-sender`` (docs/architecture.md).
+What belongs to a service and not to the audio stages: signals (SIGTERM/SIGINT stop, SIGHUP
+reload), systemd readiness, watchdog and status, the retained health, reopening a lost microphone.
+All on the main thread; the other threads are the capture callback (PortAudio), the stdin reader
+(``emotiond-stdin``), paho's network loop and the MQTT sink's ``mqtt-sender`` (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -24,18 +22,16 @@ from .assembly import StartupError, build_pipeline, load_model, make_sinks, make
 from .config import ConfigError, Settings
 from .logsetup import configure_logging
 from .notify import ServiceNotifier
-from .payloads import STATUS_DEGRADED, STATUS_ONLINE
+from .payloads import STATUS_ONLINE
 from .pipeline import Pipeline
 from .reload import apply_plan, plan_reload
-from .resources import process_usage
 from .sinks import Sink, SinkSet
 from .sources import AudioSource, DeviceLost
-from .status import StatusReporter
+from .status import StatusReporter, health_payload
 
 log = logging.getLogger("emotiond")
 HOUSEKEEPING_S = 0.5  # health and the household save have intervals of seconds to minutes
-# While nobody speaks the daemon takes audio this many ms at a time (the source's
-# ``coalesce``): no event can be waiting, and a paced daemon's cost is per wake-up.
+# While nobody speaks, audio comes this many ms at a time (``coalesce``): a paced daemon pays per wake-up.
 IDLE_MS = 500
 __all__ = ["Daemon", "StartupError", "configure_logging"]
 
@@ -70,8 +66,7 @@ class Daemon:
         self._stop = False
         self._reload = False
         self.started = time.monotonic()
-        self.report = StatusReporter(self.notifier, lambda: self.sinks,
-                                     lambda: self.health(self.source) if self.pipeline is not None else None,
+        self.report = StatusReporter(self.notifier, lambda: self.sinks, self._health,
                                      lambda: self.settings.mqtt.health_interval_s)
         self.model: EmotionModel | None = model
         self.household: Household | None = None
@@ -80,6 +75,13 @@ class Daemon:
         self.source: AudioSource | None = None
         self._mqtt_password: str | None = None  # to notice a changed password file on reload
         self._last_audio = self.started
+
+    def _health(self) -> dict[str, Any] | None:
+        """The health message now, or None before :meth:`start` built the pipeline."""
+        if self.pipeline is None or self.model is None:
+            return None
+        up, status = time.monotonic() - self.started, self.report.status
+        return health_payload(status, self.pipeline, self.model, self.household, self.sinks, up, self.source)
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop after the current block; SIGHUP reloads between blocks."""
@@ -111,10 +113,8 @@ class Daemon:
         )
         self.sinks.start()
         self.report.publish_health()  # at start, so a monitor shows this run from its first second
-        log.info(
-            "emotiond %s: model %s (%s, %d labels) via %s",
-            __version__, self.model.info.name, self.model.path.name, len(self.model.labels), self.model.runtime,
-        )
+        log.info("emotiond %s: model %s (%s, %d labels) via %s", __version__, self.model.info.name,
+                 self.model.path.name, len(self.model.labels), self.model.runtime)
 
     def _open_source(self) -> AudioSource:
         source = self._source_override or make_source(self.settings, self.fast)
@@ -158,10 +158,9 @@ class Daemon:
     def _consume(self, source: AudioSource) -> bool:
         """True when the input ended, False when asked to stop.
 
-        A live source (microphone, stdin) yields empty blocks while it has no
-        audio; after ``source.stall_s`` of that the status is ``degraded`` until
-        audio flows again. The watchdog keeps being pinged meanwhile: the loop
-        is healthy, and a restart cannot bring back a silent pipe.
+        A live source yields empty blocks while it has no audio; after ``source.stall_s`` of that the
+        status is ``degraded`` until audio flows again. The watchdog is still pinged: the loop is
+        healthy, and a restart cannot bring back a silent pipe.
         """
         assert self.pipeline is not None
         pipeline = self.pipeline
@@ -177,17 +176,14 @@ class Daemon:
                 pipeline = self.pipeline
             now = time.monotonic()
             if not len(block):
-                silent = now - self._last_audio
-                if silent > self.settings.source.stall_s and self.report.status != STATUS_DEGRADED:
-                    self.report.degraded(f"no audio from {source.name} for {silent:.0f} s")
+                self.report.stalled(source.name, now - self._last_audio, self.settings.source.stall_s)
             else:
                 self._last_audio = now
                 pipeline.process(block)
-                # While nobody speaks, take the audio IDLE_MS at a time: a fifth of the wake-ups.
-                # Speech starts with 100 ms blocks again, so events leave as early as before.
+                # IDLE_MS at a time while nobody speaks; speech starts with single blocks again
                 source.coalesce = idle_blocks if pipeline.frontend.idle else 1
                 if pipeline.failing != (self.report.status != STATUS_ONLINE):  # only on a change
-                    self._update_status()
+                    self.report.follow_pipeline(pipeline.failing)
                 if not self.notifier.ready_sent:
                     self.notifier.ready(f"listening on {source.name}")
                     log.info("ready: listening on %s", source.name)
@@ -195,19 +191,10 @@ class Daemon:
                 due = now + self._housekeeping()
         return True
 
-    def _update_status(self) -> None:
-        """``online`` again once audio flows and the model works; ``degraded`` while it fails on every window."""
-        assert self.pipeline is not None
-        if self.report.status != STATUS_ONLINE and not self.pipeline.failing:
-            self.report.set(STATUS_ONLINE)
-        elif self.pipeline.failing and self.report.status == STATUS_ONLINE:
-            self.report.degraded("the model is failing on every window")
-
     def _housekeeping(self) -> float:
         """Watchdog, health and the household save, each when its own interval says; seconds to the next call.
 
-        Run at most every ``HOUSEKEEPING_S`` (sooner when the watchdog wants it) rather than
-        every block: a paced daemon pays for each Python step of its loop ten times a second.
+        Every ``HOUSEKEEPING_S`` (sooner for the watchdog), not every block: a paced daemon pays per step.
         """
         assert self.pipeline is not None
         if not self.pipeline.failing:
@@ -229,24 +216,6 @@ class Daemon:
                 self.reload()
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
         return min(seconds * 2, self.settings.source.reopen_max_s)
-
-    def health(self, source: AudioSource | None = None) -> dict[str, Any]:
-        """The health message now (built by the pipeline's ``PayloadFactory``, docs/mqtt.md)."""
-        assert self.pipeline is not None and self.model is not None
-        info = self.model.info
-        return self.pipeline.payloads.health(
-            self.report.status,
-            uptime_s=time.monotonic() - self.started,
-            audio_s=self.pipeline.audio_time_s,
-            process=process_usage(),
-            source=source.name if source else None,
-            overruns=source.overruns if source else 0,
-            model={"name": info.name, "version": info.version, "runtime": self.model.runtime},
-            pipeline=self.pipeline.stats.as_dict(),
-            adapt=self.household.describe() if self.household is not None else None,
-            sink_failures=self.sinks.failures,
-            sinks=self.sinks.stats(),
-        )
 
     def reload(self) -> None:
         """SIGHUP: re-read the config and apply what can change without stopping capture.
