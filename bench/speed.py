@@ -234,8 +234,8 @@ def pipeline_pass(settings: Any, model: Any, signal: np.ndarray, split: bool = F
         for obj, name, key in ((fe.vad, "push_frames", "vad"), (fe.vad, "flush", "vad"),
                                (fe._audio, "write", "buffering"),
                                (fe.spectrum, "power", "fft_power"), (fe.spectrum, "log_mel", "log_mel"),
-                               (fe.gate, "learn", "denoise_learn"), (fe.gate, "apply", "denoise_apply"),
-                               (fe.gate, "end_segment", "denoise_apply")):
+                               (fe.denoise, "learn", "denoise_learn"), (fe.denoise, "apply", "denoise_apply"),
+                               (fe.denoise, "end_segment", "denoise_apply")):
             acc.setdefault(key, 0.0)
             _timed(obj, name, acc, key)
     block = settings.source.block_ms * SAMPLE_RATE // 1000

@@ -219,7 +219,7 @@ class Frontend:
         self.normaliser: WindowNormaliser = normaliser if normaliser is not None else PerWindowMean()
         self.spectrum = Spectrum(cfg)
         self.vad = VoiceActivitySegmenter(vad, cfg.sample_rate)
-        self.gate = SpectralGate(denoise, cfg)  # the denoise stage (noisereduce's spectral gate)
+        self.denoise = SpectralGate(denoise, cfg)  # the denoise stage (noisereduce's spectral gate)
         # Holds the undecided audio (≤ ~0.5 s) plus the non-speech frames the
         # profile has not learned yet (≤ profile_s), with room to spare.
         self._audio = _AudioBuffer(denoise.profile_s + 5.0, cfg.sample_rate)
@@ -306,7 +306,7 @@ class Frontend:
         else:
             self._unlearned.append([first, first + n])
         self._n_unlearned += n
-        excess = self._n_unlearned - self.gate.profile_frames
+        excess = self._n_unlearned - self.denoise.profile_frames
         while excess > 0:  # older frames would only be evicted from the profile's ring again
             run = self._unlearned[0]
             drop = min(excess, run[1] - run[0])
@@ -321,7 +321,7 @@ class Frontend:
         if not self._unlearned:
             return
         frames = [self._audio.frames(a, b - a, self.cfg) for a, b in self._unlearned]
-        self.gate.learn(self.spectrum.power(frames[0] if len(frames) == 1 else np.concatenate(frames)))
+        self.denoise.learn(self.spectrum.power(frames[0] if len(frames) == 1 else np.concatenate(frames)))
         self._unlearned = []
         self._n_unlearned = 0
 
@@ -333,13 +333,13 @@ class Frontend:
             self._utt = _Utterance(span.segment, start, self.window, self.cfg.n_mels)
             self._gated_index = self._speech_from = self._next_frame
             self._learn()
-            self.gate.begin_segment()
+            self.denoise.begin_segment()
             events.append(SegmentStart(span.segment, start))
         # Gating and log-mel wait until a window is due (or the segment ends): each
         # frame's result is the same either way, the window comes out in the same
         # push, and one batch per window hop costs fewer numpy calls than one per block.
         upto = self._next_frame + n
-        would_leave_gate = upto - self._utt.start_sample // self.cfg.hop_length - self.gate.delay_frames
+        would_leave_gate = upto - self._utt.start_sample // self.cfg.hop_length - self.denoise.delay_frames
         if would_leave_gate >= self._window_due(self._utt):
             self._gate_speech(upto, events)
 
@@ -348,7 +348,7 @@ class Frontend:
         if upto > self._speech_from:
             power = self.spectrum.power(self._audio.frames(self._speech_from, upto - self._speech_from, self.cfg))
             self._speech_from = upto
-            self._add_gated(self.gate.apply(power), events)
+            self._add_gated(self.denoise.apply(power), events)
 
     def _window_due(self, utt: _Utterance) -> int:
         """The frame count at which the next window is due: window_frames, then every hop_frames."""
@@ -390,7 +390,7 @@ class Frontend:
         assert utt is not None
         events: list[FrontendEvent] = []
         self._gate_speech(self._next_frame, events)  # every routed frame of the segment
-        self._add_gated(self.gate.end_segment(), events)
+        self._add_gated(self.denoise.end_segment(), events)
         w = self.window
         if utt.n_windows == 0:
             if utt.n_frames >= w.min_frames:
