@@ -319,16 +319,16 @@ def test_while_nobody_speaks_the_daemon_takes_larger_pieces_and_publishes_the_sa
             def set_status(self, s, reason=None): pass
             def stats(self): return {}
 
-        daemon = Daemon(settings, source=FileSource(speech_wav, realtime=False), sinks=[Recorder()])
+        class RecordingSource(FileSource):
+            """Notes each piece's size and whether the frontend was idle when it was asked for."""
+
+            def blocks(self):
+                for block in super().blocks():
+                    pieces.append((len(block), daemon.pipeline.frontend.idle))
+                    yield block
+
+        daemon = Daemon(settings, source=RecordingSource(speech_wav, realtime=False), sinks=[Recorder()])
         daemon.start()
-        pipeline = daemon.pipeline
-        process = pipeline.process
-
-        def recorded(block: np.ndarray) -> None:
-            pieces.append((len(block), pipeline.frontend.idle))  # idle as the piece was asked for
-            process(block)
-
-        pipeline.process = recorded
         assert daemon.run() == 0
         return events, pieces
 
