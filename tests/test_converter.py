@@ -108,6 +108,27 @@ def test_build_model_rejects_unknown_pooling() -> None:
         build_model(WINDOW, FEATURES.n_mels, len(LABELS), widths=(8,), pooling="attention")
 
 
+def test_training_only_heads_are_dropped_before_conversion(tmp_path: Path) -> None:
+    """``--kd-embed`` and ``--aux-levels`` add heads for training; the daemon's network is the probs head alone."""
+    pytest.importorskip("tensorflow")
+    from emotiond.converter.convert import convert
+    from emotiond.models.training.model import build_model, deployable
+
+    model = build_model(WINDOW, FEATURES.n_mels, len(LABELS), widths=(8, 8), aux_classes=3, embed_dims=5)
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 2, (32, WINDOW, FEATURES.n_mels)).astype(np.float32)
+    full = model.predict(x[:4], verbose=0)
+    assert set(full) == {"probs", "level", "embed"} and full["embed"].shape == (4, 5)
+    probs_only = deployable(model)
+    np.testing.assert_allclose(probs_only.predict(x[:4], verbose=0), full["probs"], atol=1e-6)
+    path = tmp_path / "heads_int8.tflite"
+    convert(probs_only, x, path, tmp_path / "heads_float32.tflite")
+    info = ModelInfo("heads", "0", LABELS, FEATURES.to_dict(), WINDOW, NORMALISATION, {"hop_frames": 25})
+    path.with_suffix(".json").write_text(json.dumps(info.to_json()))
+    got = EmotionModel(path).predict(x[0])
+    assert got.shape == (len(LABELS),) and np.abs(got - full["probs"][0]).max() < 0.1
+
+
 def test_an_ensemble_averages_its_members_and_converts_to_int8(tmp_path: Path) -> None:
     """``emotiond train --ensemble`` ships the mean of seeds: it must equal that mean and run in the daemon."""
     keras = pytest.importorskip("keras")

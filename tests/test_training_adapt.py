@@ -108,3 +108,20 @@ def test_teacher_encodes_a_generated_clip(tmp_path: Path) -> None:
     np.testing.assert_allclose(cached.x[0], a, atol=1e-4)
     again = embed_clips([clip], tmp_path / "cache", None, threads=1, log=lambda *_: pytest.fail("re-encoded"))
     np.testing.assert_array_equal(again.x, cached.x)
+
+
+def test_principal_targets_keep_the_leading_directions_at_unit_variance() -> None:
+    """The embedding-regression targets: ``dims`` components, unit variance on average, the dominant
+    direction first, and a share of variance that grows with ``dims``."""
+    from emotiond.models.training.teacher import principal_targets
+
+    rng = np.random.default_rng(3)
+    latent = rng.normal(0, 1, (300, 2)) * [5.0, 2.0]  # two strong directions hidden in 40 noisy dims
+    emb = latent @ rng.normal(0, 1, (2, 40)) + rng.normal(0, 0.3, (300, 40))
+    proj, kept = principal_targets(emb, 4)
+    assert proj.shape == (300, 4) and proj.dtype == np.float32
+    assert np.mean(proj.var(axis=0)) == pytest.approx(1.0, rel=1e-4)
+    assert proj[:, 0].var() > proj[:, 1].var() > proj[:, 2].var()
+    assert abs(np.corrcoef(proj[:, 0], latent[:, 0])[0, 1]) > 0.95  # the first component is the strongest latent
+    assert 0.9 < kept < 1.0 and principal_targets(emb, 1)[1] < kept
+    assert principal_targets(emb, 100)[0].shape == (300, 40)  # never more components than dimensions

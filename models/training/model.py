@@ -15,6 +15,7 @@ def build_model(
     l2: float = 1e-4,
     pooling: str = "avg",
     aux_classes: int = 0,
+    embed_dims: int = 0,
 ):
     """Conv1D + BN + ReLU + pooling blocks (separable after the first), global pooling, softmax.
 
@@ -25,6 +26,11 @@ def build_model(
     ``aux_classes > 0`` adds a second softmax head, ``level`` (BAVED's
     low/neutral/high emotion level), on the same pooled embedding: training
     only; ``deployable`` strips it before conversion.
+
+    ``embed_dims > 0`` adds a linear head, ``embed``, on the pooled embedding
+    (before dropout) that regresses the teacher's clip embedding (projected to
+    ``embed_dims`` principal components): a hint of *what the teacher hears*
+    richer than its 7 class probabilities. Training only, stripped like ``level``.
 
     Every op (Conv2D/DepthwiseConv2D after TFLite lowering, MaxPool, Mean,
     Reduce-max, Concatenation, FullyConnected, Softmax) has an int8 kernel in TFLite builtins.
@@ -52,16 +58,21 @@ def build_model(
         x = layers.GlobalAveragePooling1D()(x)
     else:
         raise ValueError(f"pooling must be 'avg' or 'avgmax', not {pooling!r}")
+    pooled = x
     x = layers.Dropout(dropout)(x)
     out = layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    heads = {"probs": out}
     if aux_classes > 0:
-        level = layers.Dense(aux_classes, activation="softmax", name="level")(x)
-        return keras.Model(inp, {"probs": out, "level": level}, name="emotiond_conv1d_aux")
+        heads["level"] = layers.Dense(aux_classes, activation="softmax", name="level")(x)
+    if embed_dims > 0:
+        heads["embed"] = layers.Dense(embed_dims, name="embed")(pooled)
+    if len(heads) > 1:
+        return keras.Model(inp, heads, name="emotiond_conv1d_heads")
     return keras.Model(inp, out, name="emotiond_conv1d")
 
 
 def deployable(model):
-    """The network the daemon runs: the emotion head only (an auxiliary head is dropped)."""
+    """The network the daemon runs: the emotion head only (training-only heads are dropped)."""
     import keras
 
     if isinstance(model.output, dict):

@@ -255,6 +255,24 @@ def out_of_fold_proba(
     return out
 
 
+def principal_targets(emb: np.ndarray, dims: int) -> tuple[np.ndarray, float]:
+    """Clip embeddings as regression targets for the student: standardised, top ``dims`` principal components.
+
+    Why components: most of 768 standardised values are small, noisy
+    directions; the leading components carry what the teacher's frames vary by
+    most, in a space a 160-wide student can fit. Scaled so that one target
+    dimension has unit variance on average, which keeps the MSE's weight
+    comparable across ``dims``. Returns the targets and the share of variance kept.
+    """
+    x = np.asarray(emb, dtype=np.float64)
+    z = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+    _, sv, vt = np.linalg.svd(z, full_matrices=False)
+    k = max(1, min(dims, vt.shape[0]))
+    proj = z @ vt[:k].T
+    proj /= np.sqrt(np.mean(proj.var(axis=0))) + 1e-12
+    return proj.astype(np.float32), float((sv[:k] ** 2).sum() / (sv**2).sum())
+
+
 def soften(proba: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities at a higher temperature: ``p ** (1/T)`` renormalised (keeps the teacher's ranking)."""
     p = np.power(np.clip(proba, 1e-8, 1.0), 1.0 / temperature)

@@ -134,6 +134,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--kd-weight", type=float, default=0.5, help="share of the teacher's soft labels in the target")
     p.add_argument("--kd-temp", type=float, default=2.0, help="temperature that softens the teacher's probabilities")
+    p.add_argument(
+        "--kd-embed",
+        type=float,
+        default=0.0,
+        help="weight of a training-only head that regresses the student's pooled embedding onto the teacher's clip "
+        "embedding (needs --teacher; 0 turns it off)",
+    )
+    p.add_argument("--kd-embed-dims", type=int, default=64, help="principal components of the teacher embedding kept")
     p.add_argument("--teacher-cache", type=Path, default=Path("runs/teacher"), help="teacher embedding cache")
     p.add_argument(
         "--aux-levels",
@@ -310,10 +318,21 @@ class Inputs:
     inv_std: np.ndarray | None = None
     y_level: np.ndarray | None = None  # (N, len(LEVELS)) auxiliary target, BAVED windows only
     w_level: np.ndarray | None = None
+    y_embed: np.ndarray | None = None  # (N, dims) teacher embedding of each window's clip (principal components)
+    w_embed: np.ndarray | None = None
 
     @property
     def aux(self) -> bool:
         return self.y_level is not None
+
+    def extra_heads(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Training-only heads beside ``probs``: name → (targets, weights)."""
+        heads = {}
+        if self.y_level is not None and self.w_level is not None:
+            heads["level"] = (self.y_level, self.w_level)
+        if self.y_embed is not None and self.w_embed is not None:
+            heads["embed"] = (self.y_embed, self.w_embed)
+        return heads
 
     def refresh(self, rng: np.random.Generator) -> None:
         if self.kind != HOUSEHOLD:
@@ -367,17 +386,25 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
         dropout=args.dropout,
         pooling=args.pooling,
         aux_classes=len(LEVELS) if inputs.aux else 0,
+        embed_dims=0 if inputs.y_embed is None else inputs.y_embed.shape[1],
     )
     probs_model = deployable(model)  # shares the layers: what is validated, saved and converted
-    if inputs.aux and args.mixup > 0:
-        raise SystemExit("--mixup and --aux-levels cannot be combined")
+    heads = inputs.extra_heads()
+    if heads and args.mixup > 0:
+        raise SystemExit("--mixup cannot be combined with --aux-levels or --kd-embed")
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
     cce = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
-    if inputs.aux:
+    if heads:
+        losses = {
+            "probs": cce,
+            "level": keras.losses.CategoricalCrossentropy(),
+            "embed": keras.losses.MeanSquaredError(),
+        }
+        weights = {"probs": 1.0, "level": args.aux_weight, "embed": args.kd_embed}
         model.compile(
             optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4),
-            loss={"probs": cce, "level": keras.losses.CategoricalCrossentropy()},
-            loss_weights={"probs": 1.0, "level": args.aux_weight},
+            loss={k: losses[k] for k in ["probs", *heads]},
+            loss_weights={k: weights[k] for k in ["probs", *heads]},
         )
     else:
         model.compile(
@@ -413,9 +440,11 @@ def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator,
             xb = spec_mask(inputs.batch(idx), rng)
             yb = inputs.y[idx]
             wb = inputs.w[idx]
-            if inputs.aux:
-                assert inputs.y_level is not None and inputs.w_level is not None
-                return xb, {"probs": yb, "level": inputs.y_level[idx]}, {"probs": wb, "level": inputs.w_level[idx]}
+            heads = inputs.extra_heads()
+            if heads:
+                ys = {"probs": yb, **{k: t[idx] for k, (t, _) in heads.items()}}
+                ws = {"probs": wb, **{k: w[idx] for k, (_, w) in heads.items()}}
+                return xb, ys, ws
             if args.mixup > 0:
                 xb, yb, wb = mixup(xb, yb, wb, args.mixup, rng)
             return xb, yb, wb
@@ -572,6 +601,7 @@ def build_inputs(
     soft: np.ndarray | None,
     prior: tuple[np.ndarray, np.ndarray],
     level_sets: list[tuple[FeatureSet, list[Clip]]] = (),
+    clip_embed: np.ndarray | None = None,
 ) -> Inputs:
     """Emotion windows (``sets``) and, with ``--aux-levels``, BAVED windows that teach only the level head."""
     n_cat = sum(len(fs.x) for fs, _ in sets)
@@ -604,6 +634,14 @@ def build_inputs(
         )
         inputs.w_level = np.concatenate(
             [np.zeros(n_cat, np.float32)] + [window_weights(fs, clips, 0.0) for fs, clips in level_sets]
+        )
+    if clip_embed is not None:
+        # every emotion window regresses its clip's teacher embedding; level-only windows have none
+        inputs.y_embed = np.concatenate(
+            [clip_embed[fs.clip] for fs, _ in sets] + [np.zeros((n_lev, clip_embed.shape[1]), np.float32)]
+        )
+        inputs.w_embed = np.concatenate(
+            [window_weights(fs, clips, args.corpus_power) for fs, clips in sets] + [np.zeros(n_lev, np.float32)]
         )
     return inputs
 
@@ -639,6 +677,28 @@ def teacher_targets(
     log(f"teacher: {json.dumps(info)}")
     proba = out_of_fold_proba(emb["train"], y["train"], [c.speaker for c in parts["train"]], c, seed=args.seed)
     return soften(proba, args.kd_temp), info
+
+
+def teacher_embedding_targets(
+    args: argparse.Namespace, train: list[Clip], log
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The training clips' teacher embeddings as regression targets: standardised, top principal components.
+
+    The projection is ``teacher.principal_targets``.
+    """
+    if args.kd_embed <= 0:
+        return None, {}
+    if args.teacher == "none":
+        raise SystemExit("--kd-embed needs a teacher encoding (--teacher clip, 10 or 30)")
+    from .teacher import embed_clips, principal_targets
+
+    pad = None if args.teacher == "clip" else float(args.teacher)
+    emb = embed_clips(train, args.teacher_cache, pad, args.threads, log).x
+    proj, explained = principal_targets(emb, args.kd_embed_dims)
+    k = proj.shape[1]
+    info = {"kd_embed": args.kd_embed, "kd_embed_dims": k, "kd_embed_variance_kept": round(explained, 3)}
+    log(f"teacher embedding targets: {json.dumps(info)}")
+    return proj, info
 
 
 def level_data(
@@ -832,7 +892,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     prior = training_prior(feats["train"])
     soft, teacher_info = teacher_targets(args, parts, log)
     level_sets, level_val = level_data(args, root, d.fp, d.noise, log)
-    inputs = build_inputs(args, d.train_sets, soft, prior, level_sets)
+    clip_embed, embed_info = teacher_embedding_targets(args, parts["train"], log)
+    teacher_info.update(embed_info)
+    inputs = build_inputs(args, d.train_sets, soft, prior, level_sets, clip_embed)
     log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}")
     ready = {
         k: normalised(feats[k], parts[k], args.normalisation, d.fp.adapt, prior, seed=args.split_seed + 17)
