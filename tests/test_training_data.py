@@ -248,6 +248,30 @@ def test_recipe_table_gives_mean_and_sd_over_seeds(tmp_path: Path) -> None:
     assert "| C | 3 | 0.620 ± 0.020 (n=3) | – | 0.520 ± 0.020 (n=3) |" in recipe_table([row])
 
 
+def test_held_out_table_gives_each_corpus_and_mix_over_seeds(tmp_path: Path) -> None:
+    import json
+
+    from emotiond.models.training.compare import held_out_summary, held_out_table
+
+    runs = []
+    for seed, (savee, turev) in enumerate([(0.30, 0.25), (0.40, 0.27)]):
+        run = tmp_path / f"L-E-s{seed}"
+        run.mkdir()
+        per_corpus = {"savee": {"uar": savee}, "turevdb": {"uar": turev}}
+        (run / "loco-session-neutral=0.6.json").write_text(
+            json.dumps({"results": {"session": {"uar": 0.0, "per_corpus": per_corpus}}})
+        )
+        runs.append(run)
+    (tmp_path / "L-E-s2").mkdir()  # still training
+    row = held_out_summary("E", [*runs, tmp_path / "L-E-s2"])
+    assert row["runs"] == ["L-E-s0", "L-E-s1"]
+    assert row["stats"][("savee", "skewed")] == pytest.approx((0.35, 0.0707107, 2))
+    assert ("savee", "balanced") not in row["stats"]
+    text = held_out_table([row])
+    assert "| E | 2 | – | 0.350 ± 0.071 (n=2) | – | 0.260 ± 0.014 (n=2) |" in text
+    assert "savee, balanced | savee, skewed | turevdb, balanced | turevdb, skewed" in text
+
+
 def test_scalar_norm_experiment_keeps_spectral_shape_and_drops_level() -> None:
     from emotiond.models.training.scalar_norm_experiment import fit_window_scalar
 
