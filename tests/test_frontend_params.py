@@ -43,15 +43,17 @@ def test_sidecar_round_trip() -> None:
 
 
 def test_shipped_sidecar_gives_the_frontend_the_daemon_always_ran() -> None:
-    """The 2.0.0 sidecar (``gate``, ``hop_frames``, ``min_frames``, ``adapt``) reads to the defaults the
-    daemon built its frontend from before the sidecar was its source, so its windows are unchanged."""
+    """The shipped sidecar (``denoise``, ``hop_frames``, ``min_frames``, ``adapt``) reads to the defaults the
+    daemon built its frontend from before the sidecar was its source, so its windows are unchanged; the
+    same sidecar written with 2.0.0's old ``gate`` key reads the same."""
     if not DEFAULT_MODEL.exists():
         pytest.skip("no model shipped")
     model = EmotionModel(DEFAULT_MODEL)
     side = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
-    assert "gate" in side and "denoise" not in side  # the old key, read as the denoise stage's
     trained = model.info.frontend()
     assert trained == FrontendParams(adapt=AdaptParams(horizon_s=600.0, prior_s=30.0))
+    old = {("gate" if k == "denoise" else k): v for k, v in side.items()}
+    assert "gate" in old and FrontendParams.from_sidecar(old) == FrontendParams.from_sidecar(side)
     assert frontend_params(load_settings(None, ()), model) == trained
     assert frontend_params(load_settings(Path(__file__).parents[1] / "config.yaml", ()), model) == trained
 

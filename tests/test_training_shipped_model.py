@@ -22,8 +22,9 @@ def test_shipped_model_loads_and_matches_features() -> None:
     assert side["normalisation"] in NORMALISERS
     assert tuple(side["labels"]) == LABELS
     assert DEFAULT_MODEL.stat().st_size <= 300 * 1024
-    for key in ("hop_frames", "vad", "gate", "split", "licences"):
+    for key in ("hop_frames", "vad", "split", "licences"):
         assert key in side
+    assert ("denoise" in side) != ("gate" in side)  # the denoise stage's parameters, under its new or 2.0.0's key
     m = EmotionModel(DEFAULT_MODEL)
     assert m.input_shape == (1, side["window_frames"], FEATURES.n_mels)
     p = m.predict(np.random.default_rng(0).normal(0, 1, m.input_shape[1:]).astype(np.float32))

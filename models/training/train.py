@@ -62,7 +62,7 @@ from .normalise import (
 )
 
 MODEL_NAME = "emotiond-conv1d"
-MODEL_VERSION = "2.1.0"
+MODEL_VERSION = "2.2.0"
 
 LICENCES = {
     "ravdess": "CC BY-NC-SA 4.0",
@@ -114,15 +114,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="train on train+val speakers for --epochs and keep the average of the last 3 epochs (no validation, "
-        "test still unseen); the default (--no-fit-on-train-val, the 2.1.0 recipe) keeps the validation speakers "
+        "test still unseen); the default (--no-fit-on-train-val, the 2.2.0 recipe) keeps the validation speakers "
         "for the checkpoint choice. Ignored with --select-only",
     )
     p.add_argument(
         "--normalisation",
         choices=(WINDOW, HOUSEHOLD),
         type=lambda v: {"window": WINDOW, "household": HOUSEHOLD}.get(v, v),
-        default=WINDOW,
-        help="adapt stage: per-window band mean (2.1.0), or z-score against the household's running statistics",
+        default=HOUSEHOLD,
+        help="adapt stage: z-score against the household's running statistics (2.2.0), or per-window band mean (2.1.0)",
     )
     p.add_argument("--horizon-s", type=float, default=600.0, help="household estimate: seconds of speech remembered")
     p.add_argument("--prior-s", type=float, default=30.0, help="household estimate: weight of the training statistics")
