@@ -4,6 +4,7 @@ never loads TensorFlow or librosa and starts in well under a second."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -107,6 +108,11 @@ def _run_daemon(args: argparse.Namespace, extra: list[str], force_stdout: bool) 
     daemon = Daemon(settings, args.config, overrides, fast=args.fast, force_stdout=force_stdout)
     daemon.install_signal_handlers()
     daemon.start()
+    # Everything alive now (imports, model, pipeline) lives as long as the process. Frozen,
+    # the cyclic garbage collector stops walking it again and again: it was ~15 % of a
+    # paced daemon's CPU (docs/performance.md, third round). Only the main loop's own
+    # short-lived objects are collected from here on.
+    gc.freeze()
     return daemon.run()
 
 
