@@ -109,6 +109,38 @@ class VoiceActivitySegmenter:
         return self._decided
 
     @property
+    def segment(self) -> int:
+        """Number of the current (or last) speech segment, counted from 0; -1 before the first."""
+        return self._segment_id
+
+    def decided_after(self, frames: int) -> int:
+        """Inside speech: ``decided_until`` once ``frames`` more frames are judged, if none of them ends the segment.
+
+        Inside speech a frame is decided only when it has left the hangover ring, so
+        decisions trail the newest frame by the ring's length.
+        """
+        end = (self._frames_seen + frames) * self.frame_len
+        return max(self._decided, end - min(self._end_n, len(self._ring) + frames) * self.frame_len)
+
+    def frames_before_end(self) -> int:
+        """Inside speech: the fewest further frames, the last of which could end the segment (0 outside speech).
+
+        Taken as if every coming frame were unvoiced, the worst case: the segment ends
+        on a frame only once ``end_ratio`` of the full hangover ring is unvoiced, or
+        when it reaches ``max_segment_s``. Until that many frames are judged, this VAD
+        decides speech only, so nothing downstream can close (``Frontend.quiet_samples``).
+        """
+        if not self._triggered:
+            return 0
+        ring, full, need = list(self._ring), self._end_n, self.params.end_ratio * self._end_n
+        for m in range(1, full + 1):
+            if (self._frames_seen + m) * self.frame_len - self._segment_start >= self._max_len:
+                return m  # too long
+            if len(ring) + m >= full and m + ring[len(ring) + m - full :].count(False) >= need:
+                return m  # the ring, full, would be unvoiced enough
+        return full  # pragma: no cover - m == full always ends it (a ring of unvoiced frames)
+
+    @property
     def next_sample(self) -> int:
         """Stream index of the first sample not yet judged (the start of the incomplete frame)."""
         return self._frames_seen * self.frame_len

@@ -213,3 +213,40 @@ def test_vad_quiet_shortcut_matches_the_state_machine_from_every_ring() -> None:
                 assert list(fast._ring) == list(ref._ring)
                 starts += ref._triggered
     assert starts > 0  # some of them start speech on an unvoiced frame
+
+
+@pytest.mark.parametrize(("chunk", "max_segment_s"), [(1600, 12.0), (592, 12.0), (1600, 0.8)])
+def test_quiet_samples_never_promise_a_push_without_events_that_brings_one(
+        speech_scene, chunk: int, max_segment_s: float) -> None:
+    """Whatever ``quiet_samples`` says after a push, the pushes that stay within it bring no window or segment end.
+
+    The daemon takes that much audio in one piece inside speech, so a wrong promise would hold an event
+    back by a block. Run on speech (and with segments cut short by ``max_segment_s``), in 100 ms and 37 ms
+    pieces; it must also promise something often enough to matter.
+    """
+    from emotiond.dsp.vad import VadParams
+
+    signal, _ = speech_scene
+    signal = np.concatenate([signal, signal[: 4 * SR]])
+    fe = Frontend(vad=VadParams(max_segment_s=max_segment_s))
+    pushes = []  # (samples before the push, promise before it, events it brought)
+    for i in range(0, len(signal), chunk):
+        promise = fe.quiet_samples()
+        events = [e for e in fe.push(signal[i : i + chunk]) if isinstance(e, Window | SegmentEnd)]
+        pushes.append((i, promise, bool(events)))
+    promised_pushes = 0
+    for k, (at, promise, _) in enumerate(pushes):
+        for later_at, _, brought in pushes[k:]:
+            if later_at + chunk - at > promise:
+                break
+            assert not brought, f"push at {later_at} brought an event; {promise} samples were promised at {at}"
+            promised_pushes += 1
+    assert sum(brought for _, _, brought in pushes) >= 6
+    assert promised_pushes >= 10
+
+
+def test_quiet_samples_are_zero_outside_speech() -> None:
+    fe = Frontend()
+    assert fe.quiet_samples() == 0
+    fe.push(pink_noise(2 * SR, np.random.default_rng(0), -50))
+    assert fe.idle and fe.quiet_samples() == 0
