@@ -127,15 +127,14 @@ class Pipeline:
         if released is not None:
             self._emit_state(released)
 
-    def quiet_samples(self, idle: int) -> int:
+    def quiet_samples(self) -> int:
         """How many more samples can certainly be processed without publishing anything (0: the next block may).
 
-        ``idle``: what the caller may take while the frontend is idle (nobody speaks; see
-        ``Frontend.idle``). Inside speech, the frontend's bound (no window, no segment end).
-        Either way no later than the smoother's release to no-speech. The daemon takes that
-        much audio in one piece, so each event still leaves with the same block (docs/performance.md).
+        The frontend's bound (no window, no segment end) and the smoother's release to
+        no-speech. The daemon takes that much audio in one piece, so each event still
+        leaves with the same block (docs/performance.md).
         """
-        quiet = idle if self.frontend.idle else self.frontend.quiet_samples()
+        quiet = self.frontend.quiet_samples()
         release = self.smoother.release_at()
         if quiet and release is not None:  # on_time releases once samples / SAMPLE_RATE - last window >= release_s
             quiet = min(quiet, max(0, int(release * SAMPLE_RATE) - self.stats.samples - 2))

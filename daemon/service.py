@@ -32,7 +32,8 @@ from .status import StatusReporter, health_payload
 
 log = logging.getLogger("emotiond")
 HOUSEKEEPING_S = 0.5  # health and the household save have intervals of seconds to minutes
-# While nobody speaks, audio comes this many ms at a time (``coalesce``): a paced daemon pays per wake-up.
+# At most this many ms of audio in one piece (``coalesce``), taken only while nothing can be published
+# (``Pipeline.quiet_samples``): a paced daemon pays per wake-up.
 IDLE_MS = 500
 __all__ = ["Daemon", "StartupError", "configure_logging"]
 
@@ -184,7 +185,7 @@ class Daemon:
                 pipeline.process(block)
                 # As many blocks as certainly publish nothing, plus the one that may, up to IDLE_MS:
                 # fewer wake-ups, and every event still leaves with the same block.
-                quiet = pipeline.quiet_samples(idle=(idle_blocks - 1) * block_samples)
+                quiet = pipeline.quiet_samples()
                 source.coalesce = min(idle_blocks, 1 + quiet // block_samples)
                 if pipeline.failing != (self.report.status != STATUS_ONLINE):  # only on a change
                     self.report.follow_pipeline(pipeline.failing)
