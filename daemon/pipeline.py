@@ -127,6 +127,19 @@ class Pipeline:
         if released is not None:
             self._emit_state(released)
 
+    def quiet_samples(self) -> int:
+        """How many more samples can certainly be processed without publishing anything (0: the next block may).
+
+        The frontend's bound (no window, no segment end) and the smoother's release to
+        no-speech. The daemon takes that much audio in one piece, so each event still
+        leaves with the same block (docs/performance.md).
+        """
+        quiet = self.frontend.quiet_samples()
+        release = self.smoother.release_at()
+        if quiet and release is not None:  # on_time releases once samples / SAMPLE_RATE - last window >= release_s
+            quiet = min(quiet, max(0, int(release * SAMPLE_RATE) - self.stats.samples - 2))
+        return quiet
+
     def finish(self) -> None:
         """End of input: close the open utterance and release the state."""
         t0 = time.perf_counter()

@@ -236,10 +236,42 @@ class Frontend:
     def idle(self) -> bool:
         """Nobody is speaking: no open utterance, and the VAD is not inside speech.
 
-        While idle no window or utterance can be waiting to go out, so a caller may
-        hand over audio in larger pieces without delaying any event (docs/performance.md).
+        While idle no window or utterance can be waiting to go out (how much audio may
+        follow before one can: ``quiet_samples``).
         """
         return self._utt is None and not self.vad.in_speech
+
+    def quiet_samples(self) -> int:
+        """How many more samples can be pushed, in any chunks, before a window or segment end can come out.
+
+        0 when the next push might complete one. The VAD bounds when a segment could end
+        at the earliest (``frames_before_end``: inside speech, as if every coming frame
+        were unvoiced; in a quiet room about half a second) and how far its decisions
+        trail the newest frame (the hangover ring); the window hop says when the next
+        window is due. The daemon takes that much audio in one piece: every event still
+        comes out with the same block as in 100 ms blocks (docs/performance.md).
+        """
+        vad, cfg, utt = self.vad, self.cfg, self._utt
+        if utt is not None:  # decided frames not routed yet must not close it
+            if not vad.in_speech or utt.segment != vad.segment:
+                return 0
+            if any(not span.speech or span.segment != utt.segment for span in self._spans):
+                return 0
+        elif any(span.speech and (not vad.in_speech or span.segment != vad.segment) for span in self._spans):
+            return 0
+        hop, half, fl = cfg.hop_length, cfg.frame_length // 2, vad.frame_len
+        if utt is None:  # a segment's first frame is routed next at the earliest; no gate delay yet
+            start, delay, due = self._next_frame, 0, self.window.window_frames
+        else:
+            start, delay, due = utt.start_sample // hop, self.denoise.delay_frames, self._window_due(utt)
+        quiet = 0
+        for k in range(vad.frames_before_end()):  # k more frames judged; the next one could end a segment
+            n = vad.next_sample + (k + 1) * fl - 1 - self.samples_seen  # the most samples that judge only k
+            routed = min(frame_count(self.samples_seen + n, cfg), max(0, -((half - vad.decided_after(k)) // hop)))
+            if max(routed, self._next_frame) - start - delay >= due:
+                break
+            quiet = n
+        return quiet
 
     def push(self, chunk: np.ndarray) -> list[FrontendEvent]:
         """Process float samples (16 kHz mono, any length); return what they completed."""

@@ -117,6 +117,10 @@ class Smoother:
             segment, start_s, end_s, self.labels[best], round(float(mean[best]), 4), self._dict(mean), seg.n
         )
 
+    def release_at(self) -> float | None:
+        """Audio time from which ``on_time`` releases to no-speech, or None while there is nothing to release."""
+        return None if self._current == NO_SPEECH else self._last_window_t + self.params.release_s
+
     def on_time(self, t_s: float) -> EmotionState | None:
         """Release back to no-speech once no window has arrived for ``release_s``."""
         if self._current == NO_SPEECH or t_s - self._last_window_t < self.params.release_s:

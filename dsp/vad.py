@@ -13,6 +13,7 @@ label frames without ever revising them.
 from __future__ import annotations
 
 import functools
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,6 +108,57 @@ class VoiceActivitySegmenter:
     @property
     def decided_until(self) -> int:
         return self._decided
+
+    @property
+    def segment(self) -> int:
+        """Number of the current (or last) speech segment, counted from 0; -1 before the first."""
+        return self._segment_id
+
+    def decided_after(self, frames: int) -> int:
+        """At most ``decided_until`` once ``frames`` more frames are judged, if none of them ends a segment.
+
+        Inside speech a frame is decided only when it has left the hangover ring, so
+        decisions trail the newest frame by the ring's length; outside, at most up to it.
+        """
+        end = (self._frames_seen + frames) * self.frame_len
+        if not self._triggered:
+            return max(self._decided, end)
+        return max(self._decided, end - min(self._end_n, len(self._ring) + frames) * self.frame_len)
+
+    def frames_before_end(self) -> int:
+        """The fewest further frames, the last of which could end a segment: the earliest an utterance can close.
+
+        Inside speech, taken as if every coming frame were unvoiced: a segment ends on a
+        frame only once ``end_ratio`` of the full hangover ring is unvoiced, or when it
+        reaches ``max_segment_s``. Outside speech a segment must first start, on a frame
+        whose start ring holds ``start_ratio`` voiced frames, and all but the few voiced
+        frames a closing ring may hold must have left the hangover ring again: a segment
+        that starts on the next frame needs at least 12 more (default parameters) to end.
+        ``Frontend.quiet_samples`` turns this into audio the daemon may take in one piece.
+        """
+        full, fl = self._end_n, self.frame_len
+        need = self.params.end_ratio * full
+        if not self._triggered:
+            start_n = self._start_n
+            voiced_to_start = math.ceil(self.params.start_ratio * start_n - 1e-9)
+            voiced_at_end = full - math.ceil(need - 1e-9)  # a closing ring holds at most this many voiced
+            leave = voiced_to_start - voiced_at_end  # voiced start frames that must have left the ring
+            earliest = max(2, 1 + full - start_n)  # start on the next frame at best; the ring must fill
+            if leave > 0:
+                # the start ring's frames lie at positions >= -(start_n - 2) (0: the newest frame judged)
+                recent = list(self._ring)[max(0, len(self._ring) - (start_n - 1)) :] if start_n > 1 else []
+                voiced = [1 - len(recent) + i for i, v in enumerate(recent) if v]
+                position = voiced[leave - 1] if len(voiced) >= leave else leave - len(voiced)
+                earliest = max(earliest, position + full)
+            too_long = max(2, 1 - start_n + math.ceil(self._max_len / fl))
+            return min(earliest, too_long)
+        ring = list(self._ring)
+        for m in range(1, full + 1):
+            if (self._frames_seen + m) * fl - self._segment_start >= self._max_len:
+                return m  # too long
+            if len(ring) + m >= full and m + ring[len(ring) + m - full :].count(False) >= need:
+                return m  # the ring, full, would be unvoiced enough
+        return full  # pragma: no cover - m == full always ends it (a ring of unvoiced frames)
 
     @property
     def next_sample(self) -> int:

@@ -80,3 +80,29 @@ def test_gate_removes_stationary_noise_between_words() -> None:
     assert out[quiet].sum() < 0.05 * power[quiet].sum()
     loud = slice(10, 90)
     assert out[loud].sum() > 0.5 * power[loud].sum()  # the smoothed mask trims between harmonics, as noisereduce does
+
+
+@pytest.mark.parametrize("chunks", [(1,), (3, 7), (25,), (200,)])
+def test_time_smoothing_is_a_tap_by_tap_sum_bit_for_bit(chunks: tuple[int, ...]) -> None:
+    """Whatever the batch sizes, each gated frame equals the plain shift-and-add over the centred masks."""
+    rng = np.random.default_rng(4)
+    spectrum = Spectrum()
+    gate = SpectralGate()
+    gate.learn(spectrum.power(frame_signal(pink_noise(SR, rng, -40))))
+    power = spectrum.power(frame_signal(rng.normal(0, 0.05, 2 * SR)))
+    gate.begin_segment()
+    out, i, k = [], 0, 0
+    while i < len(power):
+        n = chunks[k % len(chunks)]
+        out.append(gate.apply(power[i : i + n]))
+        i, k = i + n, k + 1
+    out.append(gate.end_segment())
+    got = np.concatenate(out)
+
+    masks = SpectralGate._frame_masks(gate, power)  # per row: the same whatever the batch
+    lag = gate.lag_frames
+    padded = np.concatenate([np.repeat(masks[:1], lag, axis=0), masks, np.repeat(masks[-1:], lag, axis=0)])
+    smoothed = np.zeros_like(power)
+    for tap, weight in enumerate(gate._t_kernel):
+        smoothed += weight * padded[tap : tap + len(power)]
+    assert got.tobytes() == (power * smoothed * smoothed).tobytes()

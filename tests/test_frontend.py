@@ -213,3 +213,110 @@ def test_vad_quiet_shortcut_matches_the_state_machine_from_every_ring() -> None:
                 assert list(fast._ring) == list(ref._ring)
                 starts += ref._triggered
     assert starts > 0  # some of them start speech on an unvoiced frame
+
+
+@pytest.mark.parametrize(("chunk", "max_segment_s"), [(1600, 12.0), (592, 12.0), (1600, 0.8)])
+def test_quiet_samples_never_promise_a_push_without_events_that_brings_one(
+        speech_scene, chunk: int, max_segment_s: float) -> None:
+    """Whatever ``quiet_samples`` says after a push, the pushes that stay within it bring no window or segment end.
+
+    The daemon takes that much audio in one piece inside speech, so a wrong promise would hold an event
+    back by a block. Run on speech (and with segments cut short by ``max_segment_s``), in 100 ms and 37 ms
+    pieces; it must also promise something often enough to matter.
+    """
+    from emotiond.dsp.vad import VadParams
+
+    signal, _ = speech_scene
+    signal = np.concatenate([signal, signal[: 4 * SR]])
+    fe = Frontend(vad=VadParams(max_segment_s=max_segment_s))
+    pushes = []  # (samples before the push, promise before it, events it brought)
+    for i in range(0, len(signal), chunk):
+        promise = fe.quiet_samples()
+        events = [e for e in fe.push(signal[i : i + chunk]) if isinstance(e, Window | SegmentEnd)]
+        pushes.append((i, promise, bool(events)))
+    promised_pushes = 0
+    for k, (at, promise, _) in enumerate(pushes):
+        for later_at, _, brought in pushes[k:]:
+            if later_at + chunk - at > promise:
+                break
+            assert not brought, f"push at {later_at} brought an event; {promise} samples were promised at {at}"
+            promised_pushes += 1
+    assert sum(brought for _, _, brought in pushes) >= 6
+    assert promised_pushes >= 10
+
+
+def test_quiet_samples_in_a_quiet_room_cover_the_idle_piece() -> None:
+    fe = Frontend()
+    assert fe.quiet_samples() >= 4 * 1600  # nothing heard yet: a segment cannot start and end within 0.5 s
+    fe.push(pink_noise(2 * SR, np.random.default_rng(0), -50))
+    assert fe.idle and fe.quiet_samples() >= 4 * 1600
+
+
+def _step_copy(vad, voiced: bool):
+    """A copy of ``vad`` one frame on; and whether that frame ended a segment."""
+    import copy
+    from collections import deque
+
+    c = copy.copy(vad)
+    c._ring = deque(vad._ring, maxlen=vad._ring.maxlen)
+    was = c._triggered
+    c._step(voiced, [])
+    return c, was and not c._triggered
+
+
+def _earliest_end(vad, limit: int) -> int:
+    """Fewest further frames after which ``vad`` has ended a segment, searched over every verdict sequence.
+
+    Inside speech only unvoiced verdicts are followed: a voiced one never brings the end sooner (it only
+    adds a voiced frame to the hangover ring); ``test_vad_frames_before_end…`` samples that too.
+    """
+    level = [vad]
+    for depth in range(1, limit + 1):
+        nxt = []
+        for v in level:
+            for voiced in ((False,) if v._triggered else (False, True)):
+                c, ended = _step_copy(v, voiced)
+                if ended:
+                    return depth
+                nxt.append(c)
+        level = nxt
+    return limit + 1
+
+
+def test_vad_frames_before_end_is_never_later_than_the_earliest_possible_end() -> None:
+    """From every untriggered ring and from rings inside speech, no verdicts end a segment sooner than promised."""
+    import itertools
+    from collections import deque
+
+    from emotiond.dsp.vad import VadParams, VoiceActivitySegmenter
+
+    def vad_with(ring: tuple[bool, ...], triggered: bool, params: VadParams = VadParams()) -> VoiceActivitySegmenter:
+        v = VoiceActivitySegmenter(params)
+        v._frames_seen = 40
+        v._decided = (40 - len(ring)) * v.frame_len
+        v._triggered = triggered
+        v._segment_start = v._decided
+        v._ring = deque(ring, maxlen=v._end_n if triggered else v._start_n)
+        return v
+
+    promised = []
+    for length in range(6):
+        for ring in itertools.product([False, True], repeat=length):
+            v = vad_with(ring, False)
+            promised.append(v.frames_before_end())
+            assert _earliest_end(v, limit=promised[-1] - 1) >= promised[-1], ring  # no end found sooner
+    assert max(promised) == 17  # a quiet ring: 510 ms at least, so a 500 ms piece holds no end
+    assert min(promised) == 13  # two voiced frames already in the ring: 390 ms
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        ring = tuple(bool(b) for b in rng.integers(0, 2, int(rng.integers(5, 16))))
+        v = vad_with(ring, True)
+        assert v.frames_before_end() == _earliest_end(v, limit=16), ring
+        for _ in range(20):  # any verdicts at all: never sooner
+            c, ended, n = v, False, 0
+            while not ended:
+                c, ended = _step_copy(c, bool(rng.integers(0, 2)) if n < 40 else False)
+                n += 1
+            assert n >= v.frames_before_end(), ring
+    short = vad_with((True,) * 5, True, VadParams(max_segment_s=0.3))
+    assert short.frames_before_end() == _earliest_end(short, limit=16)

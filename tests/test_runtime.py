@@ -23,6 +23,58 @@ def test_model_predicts_probabilities(model_path: Path) -> None:
     assert abs(float(probs.sum()) - 1.0) < 1e-5 and float(probs.min()) >= 0
 
 
+def _plain_predict(interp, window: np.ndarray) -> np.ndarray:
+    """The obvious quantise → invoke → dequantise → normalise, step by step, as the runtime first did it."""
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    x = np.asarray(window, dtype=np.float32)[None]
+    if inp["dtype"] in (np.int8, np.uint8):
+        scale, zero = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    y = interp.get_tensor(out["index"])[0]
+    if out["dtype"] in (np.int8, np.uint8):
+        scale, zero = out["quantization"]
+        y = (y.astype(np.float32) - zero) * scale
+    y = np.maximum(y.astype(np.float32), 0.0)
+    total = float(y.sum())
+    return y / total if total > 0 else np.full(len(y), 1.0 / len(y), dtype=np.float32)
+
+
+def test_predict_gives_the_plain_formulas_numbers_bit_for_bit(model_path: Path) -> None:
+    """The preallocated quantiser and the dequantising table change no bit of a probability."""
+    from emotiond.models.runtime import load_interpreter_class
+
+    model = EmotionModel(model_path)
+    interp = load_interpreter_class()[0](model_path=str(model_path))
+    interp.allocate_tensors()
+    shape = model.input_shape[1:]
+    rng = np.random.default_rng(7)
+    scale, zero = interp.get_input_details()[0]["quantization"]
+    windows = [rng.normal(0, s, shape).astype(np.float32) for s in (0.1, 1.0, 3.0, 50.0)]
+    windows.append(np.zeros(shape, np.float32))
+    windows.append(np.full(shape, 1e6, np.float32))  # clipped at the top
+    windows.append(np.full(shape, -1e6, np.float32))  # … and at the bottom
+    if scale:  # exact half steps: where rounding halves to even matters
+        halves = (rng.integers(-140, 140, shape) + 0.5 - zero) * scale
+        windows.append(halves.astype(np.float32))
+    for window in windows:
+        # the input tensor itself (the coarse int8 outputs would hide a one-step difference) …
+        quantised = np.clip(np.round(window[None] / scale + zero), -128, 127).astype(np.int8)
+        assert np.array_equal(model._quantiser(window), quantised)
+        # … and the probabilities
+        got, want = model.predict(window), _plain_predict(interp, window)
+        assert got.dtype == want.dtype == np.float32
+        assert got.tobytes() == want.tobytes()
+    out_scale, out_zero = interp.get_output_details()[0]["quantization"]
+    codes = np.arange(-128, 128).astype(np.int8)
+    want = np.maximum(((codes.astype(np.float32) - out_zero) * out_scale).astype(np.float32), 0.0)
+    assert model._dequantiser(codes).tobytes() == want.tobytes()  # every output code
+    with pytest.raises(ValueError, match="window shape"):
+        model.predict(np.zeros((shape[0] - 1, shape[1]), np.float32))
+
+
 def test_model_with_other_feature_parameters_is_refused(model_path: Path, tmp_path: Path) -> None:
     copy = tmp_path / "m.tflite"
     shutil.copy(model_path, copy)
