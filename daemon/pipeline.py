@@ -140,6 +140,12 @@ class Pipeline:
             quiet = min(quiet, max(0, int(release * SAMPLE_RATE) - self.stats.samples - 2))
         return quiet
 
+    def blocks_to_take(self, block_ms: int, most_ms: int) -> int:
+        """Blocks of ``block_ms`` to read as the next piece: all that certainly publish nothing, plus the one
+        that may, within ``most_ms``. Fewer wake-ups for a paced daemon; every event leaves with the same block."""
+        block_samples = max(1, SAMPLE_RATE * block_ms // 1000)
+        return min(max(1, most_ms // block_ms), 1 + self.quiet_samples() // block_samples)
+
     def finish(self) -> None:
         """End of input: close the open utterance and release the state."""
         t0 = time.perf_counter()

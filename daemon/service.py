@@ -16,7 +16,6 @@ from typing import Any
 
 from .. import __version__, exitcodes
 from ..dsp.audio import AudioInputError
-from ..dsp.features import SAMPLE_RATE
 from ..models.runtime import EmotionModel
 from .adaptation import Household
 from .assembly import StartupError, build_pipeline, load_model, make_sinks, make_source, payload_clock
@@ -32,8 +31,7 @@ from .status import StatusReporter, health_payload
 
 log = logging.getLogger("emotiond")
 HOUSEKEEPING_S = 0.5  # health and the household save have intervals of seconds to minutes
-# At most this many ms of audio in one piece (``coalesce``), taken only while nothing can be published
-# (``Pipeline.quiet_samples``): a paced daemon pays per wake-up.
+# At most this many ms of audio in one piece (``coalesce``, ``Pipeline.blocks_to_take``): paced, each wake-up costs.
 IDLE_MS = 500
 __all__ = ["Daemon", "StartupError", "configure_logging"]
 
@@ -168,8 +166,6 @@ class Daemon:
         pipeline = self.pipeline
         self._last_audio = time.monotonic()
         due = 0.0  # next housekeeping (watchdog, health, household save): by time, not per block
-        idle_blocks = max(1, IDLE_MS // self.settings.source.block_ms)
-        block_samples = max(1, SAMPLE_RATE * self.settings.source.block_ms // 1000)
         for block in source.blocks():
             if self._stop:
                 return False
@@ -183,10 +179,7 @@ class Daemon:
             else:
                 self._last_audio = now
                 pipeline.process(block)
-                # As many blocks as certainly publish nothing, plus the one that may, up to IDLE_MS:
-                # fewer wake-ups, and every event still leaves with the same block.
-                quiet = pipeline.quiet_samples()
-                source.coalesce = min(idle_blocks, 1 + quiet // block_samples)
+                source.coalesce = pipeline.blocks_to_take(self.settings.source.block_ms, IDLE_MS)
                 if pipeline.failing != (self.report.status != STATUS_ONLINE):  # only on a change
                     self.report.follow_pipeline(pipeline.failing)
                 if not self.notifier.ready_sent:
