@@ -75,6 +75,22 @@ def test_load_corpus_maps_and_drops(tmp_path: Path) -> None:
     assert all(c.path.is_file() for c in clips)
 
 
+def test_manifest_of_held_out_corpora_lists_every_speaker(tmp_path: Path) -> None:
+    """``bench.manifest --corpora`` is the leave-corpora-out test set: all clips, the split ignored."""
+    from bench.manifest import main as manifest_main
+
+    make_corpus(tmp_path, "savee", [("DC_a01", "angry", "DC"), ("JK_n01", "neutral", "JK")])
+    make_corpus(tmp_path, "turevdb", [("t1", "sad", "F01"), ("t2", "calm", "M02"), ("t3", "boredom", "M02")])
+    out = tmp_path / "loco.csv"
+    assert manifest_main(["--data", str(tmp_path), "--out", str(out), "--corpora", "turevdb", "savee"]) == 0
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["label"], r["speaker"]) for r in rows] == [
+        ("sad", "turevdb:F01"), ("neutral", "turevdb:M02"), ("angry", "savee:DC"), ("neutral", "savee:JK"),
+    ]
+    assert all(Path(r["path"]).is_absolute() and Path(r["path"]).is_file() for r in rows)
+
+
 def test_data_dir_needs_an_argument_or_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("EMOTIOND_DATA", raising=False)
     with pytest.raises(SystemExit):
