@@ -368,6 +368,29 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     assert len(metrics["history"]) == 1 and "test_tflite_int8" in metrics
     assert (out / "report" / "per_class.md").is_file()
 
+    # the run just trained as a window teacher (--kd-windows) of a second student
+    out2 = tmp_path / "student"
+    argv2 = [a if a != str(out) else str(out2) for a in proc.args] + ["--kd-windows", str(out), "--no-int8"]
+    proc2 = subprocess.run(argv2, capture_output=True, text=True, timeout=300)
+    assert proc2.returncode == 0, proc2.stderr[-2000:]
+    teacher = json.loads((out2 / "metrics.json").read_text())["teacher"]["window_teacher"]
+    assert teacher == {"runs": [str(out)], "kd_weight": 0.5, "kd_temp": 2.0}
+    bad = subprocess.run([*argv2, "--teacher", "10"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--kd-windows cannot be combined with --teacher" in bad.stderr
+
+
+def test_window_targets_blend_labels_with_the_softened_teacher() -> None:
+    from emotiond.models.training.train import blend_window_targets
+
+    y = np.eye(3, dtype=np.float32)[[0, 2]]
+    proba = np.array([[0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    assert np.allclose(blend_window_targets(y, proba, 0.0, 2.0), y)
+    soft = blend_window_targets(y, proba, 1.0, 2.0)
+    assert np.allclose(soft.sum(axis=1), 1.0) and (soft.argmax(axis=1) == proba.argmax(axis=1)).all()
+    assert soft[0, 1] < 0.8  # a temperature above 1 softens the teacher
+    half = blend_window_targets(y, proba, 0.5, 2.0)
+    assert np.allclose(half, 0.5 * y + 0.5 * soft)
+
 
 def test_report_ships_the_final_run_with_its_version_and_leave_out_scores(tmp_path: Path) -> None:
     import json

@@ -157,6 +157,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="RUN",
         help="instead of training, ship the mean of these runs' model.keras (same recipe and split, other seeds)",
     )
+    p.add_argument(
+        "--kd-windows",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="distil window by window from the mean of these runs' networks (same split and adapt stage, other "
+        "seeds): their softened probabilities on each training batch, blended in with --kd-weight",
+    )
     p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
@@ -415,8 +423,39 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
     return model, probs_model
 
 
-def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator, steps: int, stride: int):
-    """Keras's view of the training windows: a fresh subset, augmentation and masks every epoch."""
+def window_teacher(runs: Sequence[Path] | None):
+    """The mean network of trained runs, to label each training window (``--kd-windows``), or None.
+
+    Why: the Whisper teacher gives one target per clip, which cannot say which
+    second of a clip carried the emotion; a seed ensemble of students scores the
+    very windows the student sees (after the same adapt stage), and on corpora
+    never heard it was ahead of its members' mean.
+    """
+    if not runs:
+        return None
+    import keras
+
+    from .model import average_of
+
+    missing = [str(r) for r in runs if not (r / "model.keras").is_file()]
+    if missing:
+        raise SystemExit(f"--kd-windows: no model.keras in {', '.join(missing)}")
+    return average_of([keras.models.load_model(r / "model.keras", compile=False) for r in runs])
+
+
+def blend_window_targets(y: np.ndarray, teacher_proba: np.ndarray, weight: float, temperature: float) -> np.ndarray:
+    """``(1 - weight) * y + weight * softened teacher probabilities``, per window."""
+    from .teacher import soften
+
+    return ((1 - weight) * y + weight * soften(teacher_proba, temperature)).astype(np.float32)
+
+
+def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator, steps: int, stride: int, teacher=None):
+    """Keras's view of the training windows: a fresh subset, augmentation and masks every epoch.
+
+    With a window ``teacher``, it scores each batch as normalised, before the
+    student's masks, and its softened probabilities are blended into the targets.
+    """
     import keras
 
     x = inputs.x
@@ -437,8 +476,12 @@ def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator,
 
         def __getitem__(self, i):
             idx = self.order[i * args.batch_size : (i + 1) * args.batch_size]
-            xb = spec_mask(inputs.batch(idx), rng)
+            xn = inputs.batch(idx)
             yb = inputs.y[idx]
+            if teacher is not None:
+                proba = np.asarray(teacher(xn, training=False))
+                yb = blend_window_targets(yb, proba, args.kd_weight, args.kd_temp)
+            xb = spec_mask(xn, rng)
             wb = inputs.w[idx]
             heads = inputs.extra_heads()
             if heads:
@@ -528,7 +571,7 @@ def train_model(
     steps = int(np.ceil(len(inputs.x) / stride / args.batch_size))
     model, probs_model = _compiled_model(args, inputs, epochs, steps)
     rng = np.random.default_rng(args.seed)
-    data = _batches(args, inputs, rng, steps, stride)
+    data = _batches(args, inputs, rng, steps, stride, window_teacher(getattr(args, "kd_windows", None)))
     history, snapshots = _fit_epochs(model, probs_model, data, val, epochs, log)
     chosen = _choose_checkpoint(model, probs_model, history, snapshots, val, epochs, log)
     return probs_model, history, chosen, model
@@ -890,7 +933,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     d = _load_data(args, root, log)
     parts, feats = d.parts, d.feats
     prior = training_prior(feats["train"])
+    if args.kd_windows and (args.teacher != "none" or args.ensemble):
+        raise SystemExit("--kd-windows cannot be combined with --teacher or --ensemble")
     soft, teacher_info = teacher_targets(args, parts, log)
+    if args.kd_windows:
+        teacher_info["window_teacher"] = {
+            "runs": [str(r) for r in args.kd_windows],
+            "kd_weight": args.kd_weight,
+            "kd_temp": args.kd_temp,
+        }
     level_sets, level_val = level_data(args, root, d.fp, d.noise, log)
     clip_embed, embed_info = teacher_embedding_targets(args, parts["train"], log)
     teacher_info.update(embed_info)
