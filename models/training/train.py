@@ -946,7 +946,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     clip_embed, embed_info = teacher_embedding_targets(args, parts["train"], log)
     teacher_info.update(embed_info)
     inputs = build_inputs(args, d.train_sets, soft, prior, level_sets, clip_embed)
-    log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}")
+    window_kd = f", window teacher {len(args.kd_windows)} runs" if args.kd_windows else ""
+    log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}{window_kd}")
     ready = {
         k: normalised(feats[k], parts[k], args.normalisation, d.fp.adapt, prior, seed=args.split_seed + 17)
         for k in feats
