@@ -428,7 +428,7 @@ def window_teacher(runs: Sequence[Path] | None):
 
     Why: the Whisper teacher gives one target per clip, which cannot say which
     second of a clip carried the emotion; a seed ensemble of students scores the
-    very windows the student sees (after the same adapt stage), and on corpora
+    very windows the student trains on (after the same adapt stage), and on corpora
     never heard it was ahead of its members' mean.
     """
     if not runs:
@@ -453,8 +453,10 @@ def blend_window_targets(y: np.ndarray, teacher_proba: np.ndarray, weight: float
 def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator, steps: int, stride: int, teacher=None):
     """Keras's view of the training windows: a fresh subset, augmentation and masks every epoch.
 
-    With a window ``teacher``, it scores each batch as normalised, before the
-    student's masks, and its softened probabilities are blended into the targets.
+    With a window ``teacher``, it scores every training window once, as
+    normalised for the first epoch and before the student's masks, and its
+    softened probabilities are blended into the targets. Once, not per batch:
+    calling the teacher batch by batch tripled the epoch time.
     """
     import keras
 
@@ -465,6 +467,11 @@ def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator,
             super().__init__()
             self.order = np.arange(len(x))
             self.on_epoch_end()
+            self.y = inputs.y
+            if teacher is not None:
+                chunks = np.array_split(np.arange(len(x)), max(1, len(x) // 8192))
+                proba = np.concatenate([teacher.predict(inputs.batch(c), batch_size=512, verbose=0) for c in chunks])
+                self.y = blend_window_targets(inputs.y, proba, args.kd_weight, args.kd_temp)
 
         def on_epoch_end(self):
             perm = rng.permutation(len(x))
@@ -476,12 +483,8 @@ def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator,
 
         def __getitem__(self, i):
             idx = self.order[i * args.batch_size : (i + 1) * args.batch_size]
-            xn = inputs.batch(idx)
-            yb = inputs.y[idx]
-            if teacher is not None:
-                proba = np.asarray(teacher(xn, training=False))
-                yb = blend_window_targets(yb, proba, args.kd_weight, args.kd_temp)
-            xb = spec_mask(xn, rng)
+            xb = spec_mask(inputs.batch(idx), rng)
+            yb = self.y[idx]
             wb = inputs.w[idx]
             heads = inputs.extra_heads()
             if heads:
