@@ -368,13 +368,18 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     assert len(metrics["history"]) == 1 and "test_tflite_int8" in metrics
     assert (out / "report" / "per_class.md").is_file()
 
-    # the run just trained as a window teacher (--kd-windows) of a second student
+    # the run just trained as a window teacher (--kd-windows) of a second student, a comparison
+    # run that never scores the test speakers (--no-test): int8 is checked on validation speakers
     out2 = tmp_path / "student"
-    argv2 = [a if a != str(out) else str(out2) for a in proc.args] + ["--kd-windows", str(out), "--no-int8"]
+    argv2 = [a if a != str(out) else str(out2) for a in proc.args] + ["--kd-windows", str(out), "--no-test"]
     proc2 = subprocess.run(argv2, capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0, proc2.stderr[-2000:]
-    teacher = json.loads((out2 / "metrics.json").read_text())["teacher"]["window_teacher"]
-    assert teacher == {"runs": [str(out)], "kd_weight": 0.5, "kd_temp": 2.0}
+    metrics2 = json.loads((out2 / "metrics.json").read_text())
+    assert metrics2["teacher"]["window_teacher"] == {"runs": [str(out)], "kd_weight": 0.5, "kd_temp": 2.0}
+    assert "val_tflite_int8" in metrics2 and "int8_minus_float_uar" in metrics2
+    assert not [k for k in metrics2 if k.startswith("test")] and not (out2 / "report").exists()
+    assert "val_uar_int8" in json.loads((out2 / "emotion_int8.json").read_text())["metrics"]
+    assert "test (" not in proc2.stderr + proc2.stdout
     bad = subprocess.run([*argv2, "--teacher", "10"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "--kd-windows cannot be combined with --teacher" in bad.stderr
 

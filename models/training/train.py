@@ -170,6 +170,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
     p.add_argument("--no-int8", action="store_true", help="skip conversion")
     p.add_argument(
+        "--no-test",
+        action="store_true",
+        help="a comparison run: never score the test speakers (int8 against float is checked on the validation "
+        "speakers instead), so that they are scored once, on the run that ships",
+    )
+    p.add_argument(
         "--select-only",
         action="store_true",
         help="hyper-parameter selection run: validation only, test speakers are not scored",
@@ -715,7 +721,7 @@ def teacher_targets(
         c = head.c
         info["val"] = summary(score(parts["val"], list(head.proba(emb["val"]).argmax(axis=1))))
     info["c"] = c
-    if "test" in emb and not args.select_only:
+    if "test" in emb and not args.select_only and not args.no_test:
         from .teacher import fit_head
 
         head = fit_head(emb["train"], y["train"], c)
@@ -827,7 +833,9 @@ def _load_data(args: argparse.Namespace, root: Path, log) -> _Data:
         parts = {"train": parts["train"] + parts["val"], "val": [], "test": parts["test"]}
     for k, v in parts.items():
         log(f"{k}: {len(v)} clips, {len({c.speaker for c in v})} speakers")
-    wanted = ("train", "val") if args.select_only else ("train", "val", "test")
+    if args.no_test and not parts["val"]:
+        raise SystemExit("--no-test needs validation speakers to check the int8 model on (not with --fit-on-train-val)")
+    wanted = ("train", "val") if args.select_only or args.no_test else ("train", "val", "test")
     # clean windows of every clip once (cached), then sliced per part
     everything = sorted((c for k in ("train", "val", "test") for c in parts[k]), key=lambda c: (c.corpus, c.stem))
     all_fs = extract(everything, fp, args.cache, "clean", workers=args.workers, log=log)
@@ -881,9 +889,11 @@ def _write_sidecars(args: argparse.Namespace, out: Path, extra: dict[str, Any], 
 
 
 def _convert_and_score(args, out: Path, model, inputs: Inputs, ready, d: _Data, extra, results, log) -> None:
-    """int8 and float32 TFLite files, their sidecars, and both scored on the test speakers."""
+    """int8 and float32 TFLite files, their sidecars, and both scored on the test speakers
+    (on the validation speakers with ``--no-test``)."""
     from ...converter.convert import convert
 
+    part = "val" if args.no_test else "test"
     inputs.refresh(np.random.default_rng(args.seed))
     rep = inputs.batch(np.sort(np.random.default_rng(0).choice(len(inputs.x), min(2000, len(inputs.x)), False)))
     extra["size_bytes"] = convert(model, rep, out / "emotion_int8.tflite", out / "emotion_float32.tflite")
@@ -891,14 +901,18 @@ def _convert_and_score(args, out: Path, model, inputs: Inputs, ready, d: _Data, 
     scores = {}
     for kind in ("float32", "int8"):
         em = EmotionModel(out / f"emotion_{kind}.tflite", num_threads=1)
-        p, _ = predict_clips(lambda a, em=em: np.array([em.predict(v) for v in a]), ready["test"], len(d.parts["test"]))
-        scores[kind] = score(d.parts["test"], p)
-        results[f"test_tflite_{kind}"] = summary(scores[kind])
+        p, _ = predict_clips(lambda a, em=em: np.array([em.predict(v) for v in a]), ready[part], len(d.parts[part]))
+        scores[kind] = score(d.parts[part], p)
+        results[f"{part}_tflite_{kind}"] = summary(scores[kind])
     results["int8_minus_float_uar"] = {
         k: round(scores["int8"][k]["uar"] - scores["float32"][k]["uar"], 4) for k in scores["int8"]
     }
-    log(f"test (int8 TFLite): {json.dumps(results['test_tflite_int8'])}")
-    log(f"int8 - float UAR: {results['int8_minus_float_uar']}")
+    log(f"{part} (int8 TFLite): {json.dumps(results[f'{part}_tflite_int8'])}")
+    log(f"int8 - float UAR ({part} speakers): {results['int8_minus_float_uar']}")
+    if part == "val":
+        extra["metrics"] = {"val_uar_int8": {k: v["uar"] for k, v in results["val_tflite_int8"].items()}}
+        _write_sidecars(args, out, extra, ("int8",))
+        return
     _write_report(out / "report", scores)
     extra["metrics"] = {
         "test_uar_int8": {k: v["uar"] for k, v in results["test_tflite_int8"].items()},
@@ -984,9 +998,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         _finish(out, args, results, t_start)
         log(f"selection run done in {results['wall_time_s']} s: val {json.dumps(results.get('val_float'))}")
         return 0
-    tp, _ = predict_clips(kpredict, ready["test"], len(parts["test"]))
-    results["test_float"] = summary(score(parts["test"], tp))
-    log(f"test (float Keras): {json.dumps(results['test_float'])}")
+    if not args.no_test:
+        tp, _ = predict_clips(kpredict, ready["test"], len(parts["test"]))
+        results["test_float"] = summary(score(parts["test"], tp))
+        log(f"test (float Keras): {json.dumps(results['test_float'])}")
     extra = _sidecar_extra(args, d, model, prior, teacher_info)
     if not args.no_int8:
         _convert_and_score(args, out, model, inputs, ready, d, extra, results, log)
