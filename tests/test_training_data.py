@@ -446,3 +446,11 @@ def test_report_ships_the_final_run_with_its_version_and_leave_out_scores(tmp_pa
     assert side["metrics"]["leave_one_corpus_out_uar"] == {"savee": 0.4}
     assert (ship / "emotion_int8.tflite").read_bytes() == b"model bytes"
     assert "| savee | 360 | 0.400 | 0.450 | int8 |" in (tmp_path / "r" / "per_corpus.md").read_text()
+
+
+def test_runs_without_a_trained_network_are_named_in_one_line(tmp_path: Path) -> None:
+    from emotiond.models.training.train import load_runs
+
+    (tmp_path / "E-s0").mkdir()
+    with pytest.raises(SystemExit, match=r"^--kd-windows: no model.keras in .*E-s0$"):
+        load_runs([tmp_path / "E-s0"], "--kd-windows")

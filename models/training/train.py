@@ -163,7 +163,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         metavar="RUN",
         help="distil window by window from the mean of these runs' networks (same split and adapt stage, other "
-        "seeds): their softened probabilities on each training batch, blended in with --kd-weight",
+        "seeds): their softened probabilities for each training window, blended in with --kd-weight",
     )
     p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
     p.add_argument("--threads", type=int, default=2)
@@ -439,14 +439,19 @@ def window_teacher(runs: Sequence[Path] | None):
     """
     if not runs:
         return None
-    import keras
-
     from .model import average_of
 
+    return average_of(load_runs(runs, "--kd-windows"))
+
+
+def load_runs(runs: Sequence[Path], option: str) -> list:
+    """The trained networks (``model.keras``) of ``runs``; a one-line error naming ``option`` if one is missing."""
     missing = [str(r) for r in runs if not (r / "model.keras").is_file()]
     if missing:
-        raise SystemExit(f"--kd-windows: no model.keras in {', '.join(missing)}")
-    return average_of([keras.models.load_model(r / "model.keras", compile=False) for r in runs])
+        raise SystemExit(f"{option}: no model.keras in {', '.join(missing)}")
+    import keras
+
+    return [keras.models.load_model(r / "model.keras", compile=False) for r in runs]
 
 
 def blend_window_targets(y: np.ndarray, teacher_proba: np.ndarray, weight: float, temperature: float) -> np.ndarray:
@@ -580,7 +585,7 @@ def train_model(
     steps = int(np.ceil(len(inputs.x) / stride / args.batch_size))
     model, probs_model = _compiled_model(args, inputs, epochs, steps)
     rng = np.random.default_rng(args.seed)
-    data = _batches(args, inputs, rng, steps, stride, window_teacher(getattr(args, "kd_windows", None)))
+    data = _batches(args, inputs, rng, steps, stride, window_teacher(args.kd_windows))
     history, snapshots = _fit_epochs(model, probs_model, data, val, epochs, log)
     chosen = _choose_checkpoint(model, probs_model, history, snapshots, val, epochs, log)
     return probs_model, history, chosen, model
@@ -588,14 +593,9 @@ def train_model(
 
 def ensemble_model(runs: Sequence[Path], val: tuple[FeatureSet, list[Clip]] | None, log=print):
     """The mean of trained runs' networks: (model, history, chosen) like ``train_model``."""
-    import keras
-
     from .model import average_of
 
-    missing = [str(r) for r in runs if not (r / "model.keras").is_file()]
-    if missing:
-        raise SystemExit(f"--ensemble: no model.keras in {', '.join(missing)}")
-    members = [keras.models.load_model(r / "model.keras", compile=False) for r in runs]
+    members = load_runs(runs, "--ensemble")
     model = average_of(members)
     chosen: dict[str, Any] = {"how": "mean of the members' probabilities", "members": [str(r) for r in runs]}
     if val is not None:
