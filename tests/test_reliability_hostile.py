@@ -223,7 +223,14 @@ def test_reload_of_mqtt_settings_hands_the_offline_buffer_over(broker, subscribe
         time.sleep(0.5)
         got = [m.json()["seq"] for m in sub.on(f"{root}/utterance")]
         assert got == [p["seq"] for p in sent][-arrive:], got
-        assert len(msgs) == arrive and new.stats()["dropped_events"] == dropped
+        assert len(msgs) == arrive
+        # at least the utterances that no longer fit; on a loaded machine the daemon's own first
+        # status/health messages may still have been queued at the outage, and are dropped (and counted) too
+        lost = new.stats()["dropped_events"]
+        if dropped:
+            assert lost >= dropped and f"{lost} events dropped at the reload" in caplog.text
+        else:
+            assert lost == 0
         assert new._status == "degraded"  # the new connection does not claim 'online' for a degraded daemon
     finally:
         daemon.shutdown()
