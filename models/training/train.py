@@ -941,6 +941,8 @@ def _finish(out: Path, args: argparse.Namespace, results: dict[str, Any], t_star
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``emotiond train``; returns a process exit code."""
     args = parse_args(argv)
+    if args.kd_windows and (args.teacher != "none" or args.ensemble):  # before minutes of feature loading
+        raise SystemExit("--kd-windows cannot be combined with --teacher or --ensemble")
     t_start = time.time()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -950,8 +952,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     d = _load_data(args, root, log)
     parts, feats = d.parts, d.feats
     prior = training_prior(feats["train"])
-    if args.kd_windows and (args.teacher != "none" or args.ensemble):
-        raise SystemExit("--kd-windows cannot be combined with --teacher or --ensemble")
     soft, teacher_info = teacher_targets(args, parts, log)
     if args.kd_windows:
         teacher_info["window_teacher"] = {
