@@ -278,14 +278,17 @@ def test_held_out_table_gives_each_corpus_and_mix_over_seeds(tmp_path: Path) -> 
             json.dumps({"results": {"session": {"uar": 0.0, "per_corpus": per_corpus}}})
         )
         runs.append(run)
+    cold = {"savee": {"uar": 0.33}, "turevdb": {"uar": 0.31}}
+    (runs[0] / "loco-clip.json").write_text(json.dumps({"results": {"clip": {"uar": 0.0, "per_corpus": cold}}}))
     (tmp_path / "L-E-s2").mkdir()  # still training
     row = held_out_summary("E", [*runs, tmp_path / "L-E-s2"])
     assert row["runs"] == ["L-E-s0", "L-E-s1"]
     assert row["stats"][("savee", "skewed")] == pytest.approx((0.35, 0.0707107, 2))
     assert ("savee", "balanced") not in row["stats"]
+    assert row["stats"][("turevdb", "cold start")][::2] == pytest.approx((0.31, 1))
     text = held_out_table([row])
-    assert "| E | 2 | – | 0.350 ± 0.071 (n=2) | – | 0.260 ± 0.014 (n=2) |" in text
-    assert "savee, balanced | savee, skewed | turevdb, balanced | turevdb, skewed" in text
+    assert "| E | 2 | – | 0.350 ± 0.071 (n=2) | 0.330 (n=1) | – | 0.260 ± 0.014 (n=2) | 0.310 (n=1) |" in text
+    assert "savee, balanced | savee, skewed | savee, cold start | turevdb, balanced | turevdb, skewed" in text
 
 
 def test_scalar_norm_experiment_keeps_spectral_shape_and_drops_level() -> None:

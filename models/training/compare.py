@@ -14,7 +14,9 @@ most differences between recipes.
 ``--held-out`` reads leave-corpora-out runs instead (``--protocol loco``): the
 session UARs of ``emotiond eval --mode session`` on every clip of the held-out
 corpora, stored as ``loco-session-none.json`` and ``loco-session-neutral=0.6.json``,
-per held-out corpus. A household is a corpus the model never heard, so this is
+per held-out corpus, and the cold start of ``--mode clip`` (``loco-clip.json``:
+every clip through a fresh pipeline, as a daemon's first utterance or a one-off
+``emotiond classify`` hears it). A household is a corpus the model never heard, so this is
 the closest measure of the product's judgement that the data allows.
 
 Why two numbers: the chosen checkpoint's objective is what a run would ship, but
@@ -88,7 +90,11 @@ def recipe_summary(name: str, runs: Sequence[Path]) -> dict[str, Any]:
     return {"recipe": name, "runs": [r.name for r in done], "stats": stats}
 
 
-HELD_OUT_FILES = {"balanced": "loco-session-none.json", "skewed": "loco-session-neutral=0.6.json"}
+HELD_OUT_FILES = {  # column -> (file, results key)
+    "balanced": ("loco-session-none.json", "session"),
+    "skewed": ("loco-session-neutral=0.6.json", "session"),
+    "cold start": ("loco-clip.json", "clip"),
+}
 
 
 def held_out_summary(name: str, runs: Sequence[Path]) -> dict[str, Any]:
@@ -97,12 +103,12 @@ def held_out_summary(name: str, runs: Sequence[Path]) -> dict[str, Any]:
     done = []
     for run in runs:
         found = False
-        for mix, fname in HELD_OUT_FILES.items():
+        for mix, (fname, mode) in HELD_OUT_FILES.items():
             path = run / fname
             if not path.is_file():
                 continue
             found = True
-            for corpus, m in json.loads(path.read_text())["results"]["session"]["per_corpus"].items():
+            for corpus, m in json.loads(path.read_text())["results"][mode]["per_corpus"].items():
                 values.setdefault((corpus, mix), []).append(float(m["uar"]))
         if found:
             done.append(run.name)
