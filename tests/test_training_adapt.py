@@ -125,3 +125,21 @@ def test_principal_targets_keep_the_leading_directions_at_unit_variance() -> Non
     assert abs(np.corrcoef(proj[:, 0], latent[:, 0])[0, 1]) > 0.95  # the first component is the strongest latent
     assert 0.9 < kept < 1.0 and principal_targets(emb, 1)[1] < kept
     assert principal_targets(emb, 100)[0].shape == (300, 40)  # never more components than dimensions
+
+
+def test_window_probe_pools_one_second_speech_windows_at_the_student_hop() -> None:
+    """The window-level teacher probe: 50-frame (1 s) windows every 12 frames, speech windows only,
+    each the mean ‖ std of its frames, and one whole-clip window when nothing qualifies."""
+    from emotiond.models.training.teacher_window_probe import speech_frames, window_embeddings
+
+    frames = np.arange(100 * 3, dtype=np.float32).reshape(100, 3)  # 2 s of 3-wide encoder frames
+    speech = np.ones(100, bool)
+    w = window_embeddings(frames, speech)
+    assert w.shape == (5, 6)  # starts 0, 12, 24, 36, 48
+    np.testing.assert_allclose(w[1, :3], frames[12:62].mean(0))
+    np.testing.assert_allclose(w[1, 3:], frames[12:62].std(0))
+    speech[:80] = False  # only the last 20 frames hold speech: no window is mostly speech
+    np.testing.assert_allclose(window_embeddings(frames, speech), np.concatenate([frames.mean(0), frames.std(0)])[None])
+    audio = np.concatenate([np.zeros(16000), voice(1.0, 150, 0.3, 0)])  # 1 s of silence, then 1 s of voice
+    gate = speech_frames(audio, 100)
+    assert not gate[:45].any() and gate[55:].all()
