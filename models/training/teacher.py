@@ -229,7 +229,13 @@ def choose_head(
 
 
 def out_of_fold_proba(
-    emb: np.ndarray, y: np.ndarray, groups: Sequence[str], c: float, folds: int = 5, seed: int = 0
+    emb: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[str],
+    c: float,
+    folds: int = 5,
+    seed: int = 0,
+    n_classes: int | None = None,
 ) -> np.ndarray:
     """Teacher probabilities for training clips from heads that never saw the clip's speaker.
 
@@ -243,7 +249,7 @@ def out_of_fold_proba(
     rng.shuffle(speakers)
     fold_of = {s: i % folds for i, s in enumerate(speakers)}
     fold = np.array([fold_of[g] for g in groups])
-    out = np.zeros((len(emb), int(y.max()) + 1), np.float32)
+    out = np.zeros((len(emb), n_classes or int(y.max()) + 1), np.float32)
     for k in range(folds):
         test = fold == k
         if not test.any():

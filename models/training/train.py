@@ -165,6 +165,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="distil window by window from the mean of these runs' networks (same split and adapt stage, other "
         "seeds): their softened probabilities for each training window, blended in with --kd-weight",
     )
+    p.add_argument(
+        "--whisper-windows",
+        action="store_true",
+        help="distil window by window from the Whisper teacher: the encoder frames inside each clean training "
+        "window, through out-of-fold heads, softened and blended in with --kd-weight (augmented copies keep "
+        "their labels)",
+    )
     p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
@@ -459,6 +466,30 @@ def blend_window_targets(y: np.ndarray, teacher_proba: np.ndarray, weight: float
     from .teacher import soften
 
     return ((1 - weight) * y + weight * soften(teacher_proba, temperature)).astype(np.float32)
+
+
+def whisper_window_targets(args: argparse.Namespace, d: _Data, inputs: Inputs, log) -> dict[str, Any]:
+    """Blend the Whisper window teacher into the targets of the clean training windows (``--whisper-windows``).
+
+    The clean windows come first in ``inputs`` (``_load_data``); augmented
+    copies keep their labels. Returns what the metrics record: the teacher's
+    own out-of-fold UAR on the training clips (a clip = mean of its windows).
+    """
+    from .teacher_windows import embed_windows, out_of_fold_window_proba
+
+    fs, clips = d.train_sets[0]
+    emb = embed_windows(clips, fs, d.fp, args.teacher_cache, args.threads, log)
+    labels = window_labels(fs, clips)
+    proba = out_of_fold_window_proba(clips, fs, emb, labels, args.teacher_cache, seed=args.split_seed, log=log)
+    n = len(fs.x)
+    inputs.y[:n] = blend_window_targets(inputs.y[:n], proba, args.kd_weight, args.kd_temp)
+    sums = np.zeros((len(clips), proba.shape[1]))
+    np.add.at(sums, fs.clip, proba)
+    seen = np.bincount(fs.clip, minlength=len(clips)) > 0
+    oof = summary(score([c for c, s in zip(clips, seen, strict=True) if s], list(sums[seen].argmax(axis=1))))
+    info = {"windows": int(n), "c": 0.01, "kd_weight": args.kd_weight, "kd_temp": args.kd_temp, "oof_train": oof}
+    log(f"Whisper window teacher: {json.dumps(info)}")
+    return info
 
 
 def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator, steps: int, stride: int, teacher=None):
@@ -943,6 +974,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.kd_windows and (args.teacher != "none" or args.ensemble):  # before minutes of feature loading
         raise SystemExit("--kd-windows cannot be combined with --teacher or --ensemble")
+    if args.whisper_windows and (args.teacher != "none" or args.ensemble or args.kd_windows):
+        raise SystemExit("--whisper-windows cannot be combined with --teacher, --ensemble or --kd-windows")
     t_start = time.time()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -963,7 +996,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     clip_embed, embed_info = teacher_embedding_targets(args, parts["train"], log)
     teacher_info.update(embed_info)
     inputs = build_inputs(args, d.train_sets, soft, prior, level_sets, clip_embed)
+    if args.whisper_windows:
+        teacher_info["whisper_windows"] = whisper_window_targets(args, d, inputs, log)
     window_kd = f", window teacher {len(args.kd_windows)} runs" if args.kd_windows else ""
+    window_kd += ", Whisper window teacher" if args.whisper_windows else ""
     log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}{window_kd}")
     ready = {
         k: normalised(feats[k], parts[k], args.normalisation, d.fp.adapt, prior, seed=args.split_seed + 17)
