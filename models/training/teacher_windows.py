@@ -87,9 +87,9 @@ def embed_windows(
         path = cache_path(cache_dir, fp, corpus)
         have: dict[str, np.ndarray] = {}
         if path.is_file():
-            z = np.load(path, allow_pickle=False)
-            counts = np.concatenate([[0], np.cumsum(z["counts"])])
-            have = {s: z["x"][counts[k] : counts[k + 1]] for k, s in enumerate(z["stems"].tolist())}
+            with np.load(path, allow_pickle=False) as z:  # read each array once: z["x"] decompresses on every access
+                x, stems, counts = z["x"], z["stems"].tolist(), np.concatenate([[0], np.cumsum(z["counts"])])
+            have = {s: x[counts[k] : counts[k + 1]] for k, s in enumerate(stems)}
         missing = [i for i in members if clips[i].stem not in have]
         if missing:
             encoder = encoder or TeacherEncoder(pad_seconds=10.0, threads=threads)
