@@ -28,7 +28,8 @@ import numpy as np
 from ...dsp.audio import load_mono_16k
 from ..evaluate import metrics
 from .data import CORPORA, LABELS, Clip, data_dir, load_corpora, select, speaker_split
-from .teacher import HOP, TeacherEncoder, choose_head, fit_head, whisper_log_mel
+from .teacher import HOP, TeacherEncoder, choose_head, fit_head
+from .teacher_windows import encoder_frames
 
 WINDOW_FRAMES = 50  # encoder frames are 20 ms: 1 s, the student's window
 HOP_FRAMES = 12  # 0.24 s, about the student's 0.25 s
@@ -65,9 +66,7 @@ def encode(clips: Sequence[Clip], encoder: TeacherEncoder, log=print) -> tuple[n
     t0 = time.monotonic()
     for i, c in enumerate(clips):
         audio = load_mono_16k(c.path).astype(np.float32)
-        feats, n_clip = whisper_log_mel(audio, encoder.pad_seconds, encoder._filters)
-        out = encoder._model.encode(encoder._ct2.StorageView.from_array(feats[None]), to_cpu=True)
-        frames = np.asarray(out)[0][: max(1, (n_clip + 1) // 2)]
+        frames = encoder_frames(audio, encoder)
         w = window_embeddings(frames, speech_frames(audio, len(frames)))
         wins.append(w)
         owner.append(np.full(len(w), i))
