@@ -32,6 +32,7 @@ from .featurize import FeatureSet, cache_key, read_audio
 from .teacher import EMBED_DIM, HOP, MAX_SECONDS, SAMPLE_RATE, TeacherEncoder, whisper_log_mel
 
 SAMPLES_PER_FRAME = 2 * HOP  # the encoder's stride-2 convolution: one output frame per 20 ms
+HEAD_C = 0.01  # the window head's regularisation, chosen on validation speakers by teacher_window_probe
 
 
 def window_spans(audio: np.ndarray, fp: FrontendParams) -> np.ndarray:
@@ -129,13 +130,12 @@ def out_of_fold_window_proba(
     emb: np.ndarray,
     labels: np.ndarray,
     cache_dir: Path,
-    c: float = 0.01,
+    c: float = HEAD_C,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> np.ndarray:
     """Per window, the probabilities of a head that never heard the window's speaker (5 folds), cached.
 
-    C = 0.01 is what ``teacher_window_probe`` chose on the validation speakers.
     The folds depend on the data seed only, so every model seed distils from
     the same teacher.
     """

@@ -475,7 +475,7 @@ def whisper_window_targets(args: argparse.Namespace, d: _Data, inputs: Inputs, l
     copies keep their labels. Returns what the metrics record: the teacher's
     own out-of-fold UAR on the training clips (a clip = mean of its windows).
     """
-    from .teacher_windows import embed_windows, out_of_fold_window_proba
+    from .teacher_windows import HEAD_C, embed_windows, out_of_fold_window_proba
 
     fs, clips = d.train_sets[0]
     emb = embed_windows(clips, fs, d.fp, args.teacher_cache, args.threads, log)
@@ -487,7 +487,7 @@ def whisper_window_targets(args: argparse.Namespace, d: _Data, inputs: Inputs, l
     np.add.at(sums, fs.clip, proba)
     seen = np.bincount(fs.clip, minlength=len(clips)) > 0
     oof = summary(score([c for c, s in zip(clips, seen, strict=True) if s], list(sums[seen].argmax(axis=1))))
-    info = {"windows": int(n), "c": 0.01, "kd_weight": args.kd_weight, "kd_temp": args.kd_temp, "oof_train": oof}
+    info = {"windows": int(n), "c": HEAD_C, "kd_weight": args.kd_weight, "kd_temp": args.kd_temp, "oof_train": oof}
     log(f"Whisper window teacher: {json.dumps(info)}")
     return info
 
