@@ -101,11 +101,14 @@ class TeacherEncoder:
         self._filters = _mel_filters()
         self._ct2 = ctranslate2
 
-    def embed(self, audio: np.ndarray) -> np.ndarray:
-        feats, n_clip = whisper_log_mel(audio, self.pad_seconds, self._filters)
+    def frames(self, audio: np.ndarray, pad_seconds: float | None) -> np.ndarray:
+        """The encoder's output frames (one per 20 ms, 384 wide) that hold the clip, padding dropped."""
+        feats, n_clip = whisper_log_mel(audio, pad_seconds, self._filters)
         out = self._model.encode(self._ct2.StorageView.from_array(feats[None]), to_cpu=True)
-        frames = np.asarray(out)[0]  # (frames / 2, 384)
-        keep = frames[: max(1, (n_clip + 1) // 2)]
+        return np.asarray(out)[0][: max(1, (n_clip + 1) // 2)]
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        keep = self.frames(audio, self.pad_seconds)
         return np.concatenate([keep.mean(axis=0), keep.std(axis=0)]).astype(np.float32)
 
 

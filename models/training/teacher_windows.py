@@ -29,7 +29,7 @@ from ...dsp.adapt import RawWindows
 from ...dsp.frontend import FrontendParams, clip_windows
 from .data import LABELS, Clip
 from .featurize import FeatureSet, cache_key, read_audio
-from .teacher import EMBED_DIM, HOP, MAX_SECONDS, SAMPLE_RATE, TeacherEncoder, whisper_log_mel
+from .teacher import EMBED_DIM, HOP, MAX_SECONDS, SAMPLE_RATE, TeacherEncoder
 
 SAMPLES_PER_FRAME = 2 * HOP  # the encoder's stride-2 convolution: one output frame per 20 ms
 HEAD_C = 0.01  # the window head's regularisation, chosen on validation speakers by teacher_window_probe
@@ -55,9 +55,7 @@ def pool_spans(frames: np.ndarray, spans: np.ndarray) -> np.ndarray:
 def encoder_frames(audio: np.ndarray, encoder: TeacherEncoder) -> np.ndarray:
     """The encoder's frames of the whole clip: padded to 10 s like the clip teacher, or to its own length if longer."""
     seconds = min(MAX_SECONDS, max(10.0, float(np.ceil(len(audio) / SAMPLE_RATE))))
-    feats, n_clip = whisper_log_mel(audio.astype(np.float32), seconds, encoder._filters)
-    out = encoder._model.encode(encoder._ct2.StorageView.from_array(feats[None]), to_cpu=True)
-    return np.asarray(out)[0][: max(1, (n_clip + 1) // 2)]
+    return encoder.frames(audio.astype(np.float32), seconds)
 
 
 def cache_path(cache_dir: Path, fp: FrontendParams, corpus: str) -> Path:
