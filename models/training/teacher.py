@@ -83,6 +83,11 @@ def whisper_log_mel(audio: np.ndarray, pad_seconds: float | None, filters: np.nd
     return feats, min(n_clip, feats.shape[1])
 
 
+def mean_std(frames: np.ndarray) -> np.ndarray:
+    """The teacher's pooling of encoder frames, for a clip or a window: per-dimension mean ‖ std."""
+    return np.concatenate([frames.mean(axis=0), frames.std(axis=0)]).astype(np.float32)
+
+
 class TeacherEncoder:
     """Clip → 768-d embedding (mean ‖ std of the encoder's output frames over the clip)."""
 
@@ -108,8 +113,7 @@ class TeacherEncoder:
         return np.asarray(out)[0][: max(1, (n_clip + 1) // 2)]
 
     def embed(self, audio: np.ndarray) -> np.ndarray:
-        keep = self.frames(audio, self.pad_seconds)
-        return np.concatenate([keep.mean(axis=0), keep.std(axis=0)]).astype(np.float32)
+        return mean_std(self.frames(audio, self.pad_seconds))
 
 
 @dataclass

@@ -28,8 +28,9 @@ import numpy as np
 from ...dsp.audio import load_mono_16k
 from ..evaluate import metrics
 from .data import CORPORA, LABELS, Clip, data_dir, load_corpora, select, speaker_split
-from .teacher import HOP, TeacherEncoder, choose_head, fit_head
+from .teacher import HOP, TeacherEncoder, choose_head, fit_head, mean_std
 from .teacher_windows import encoder_frames
+from .train import limit_clips
 
 WINDOW_FRAMES = 50  # encoder frames are 20 ms: 1 s, the student's window
 HOP_FRAMES = 12  # 0.24 s, about the student's 0.25 s
@@ -50,14 +51,8 @@ def window_embeddings(frames: np.ndarray, speech: np.ndarray) -> np.ndarray:
     """Mean ‖ std of the encoder frames of every 1 s window that is mostly speech (at least one per clip)."""
     n = len(frames)
     starts = list(range(0, max(1, n - WINDOW_FRAMES + 1), HOP_FRAMES))
-    out = [
-        np.concatenate([frames[s : s + WINDOW_FRAMES].mean(0), frames[s : s + WINDOW_FRAMES].std(0)])
-        for s in starts
-        if speech[s : s + WINDOW_FRAMES].mean() >= 0.5
-    ]
-    if not out:
-        out = [np.concatenate([frames.mean(0), frames.std(0)])]
-    return np.stack(out).astype(np.float32)
+    out = [mean_std(frames[s : s + WINDOW_FRAMES]) for s in starts if speech[s : s + WINDOW_FRAMES].mean() >= 0.5]
+    return np.stack(out or [mean_std(frames)])
 
 
 def encode(clips: Sequence[Clip], encoder: TeacherEncoder, log=print) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,22 +65,10 @@ def encode(clips: Sequence[Clip], encoder: TeacherEncoder, log=print) -> tuple[n
         w = window_embeddings(frames, speech_frames(audio, len(frames)))
         wins.append(w)
         owner.append(np.full(len(w), i))
-        clip_emb.append(np.concatenate([frames.mean(0), frames.std(0)]))
+        clip_emb.append(mean_std(frames))
         if (i + 1) % 500 == 0:
             log(f"  {i + 1}/{len(clips)} clips, {time.monotonic() - t0:.0f} s")
     return np.concatenate(wins), np.concatenate(owner), np.stack(clip_emb).astype(np.float32)
-
-
-def limit_per_speaker(clips: Sequence[Clip], n: int, seed: int) -> list[Clip]:
-    rng = np.random.default_rng(seed)
-    by: dict[str, list[Clip]] = {}
-    for c in clips:
-        by.setdefault(c.speaker, []).append(c)
-    out: list[Clip] = []
-    for s in sorted(by):
-        cs = by[s]
-        out += [cs[i] for i in sorted(rng.permutation(len(cs))[:n])] if len(cs) > n else cs
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     clips = load_corpora(data_dir(args.data), args.corpora)
     split = speaker_split(clips, seed=args.seed)
-    train = limit_per_speaker(select(clips, split.train), args.per_speaker, args.seed)
+    train = limit_clips(select(clips, split.train), args.per_speaker, args.seed)
     val = select(clips, split.val)
     index = {n: i for i, n in enumerate(LABELS)}
     y_train = np.array([index[c.label] for c in train])

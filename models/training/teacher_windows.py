@@ -29,7 +29,7 @@ from ...dsp.adapt import RawWindows
 from ...dsp.frontend import FrontendParams, clip_windows
 from .data import LABELS, Clip
 from .featurize import FeatureSet, cache_key, read_audio
-from .teacher import EMBED_DIM, HOP, MAX_SECONDS, SAMPLE_RATE, TeacherEncoder
+from .teacher import EMBED_DIM, HOP, MAX_SECONDS, SAMPLE_RATE, TeacherEncoder, mean_std
 
 SAMPLES_PER_FRAME = 2 * HOP  # the encoder's stride-2 convolution: one output frame per 20 ms
 HEAD_C = 0.01  # the window head's regularisation, chosen on validation speakers by teacher_window_probe
@@ -47,8 +47,7 @@ def pool_spans(frames: np.ndarray, spans: np.ndarray) -> np.ndarray:
     for i, (start, end) in enumerate(spans):
         a = min(max(0, int(start)) // SAMPLES_PER_FRAME, len(frames) - 1)
         b = min(max(a + 1, -(-int(end) // SAMPLES_PER_FRAME)), len(frames))
-        seg = frames[a:b]
-        out[i] = np.concatenate([seg.mean(axis=0), seg.std(axis=0)])
+        out[i] = mean_std(frames[a:b])
     return out
 
 
