@@ -86,6 +86,7 @@ def frontend_params(settings: Settings, model: EmotionModel) -> FrontendParams:
         denoise=replace(trained.denoise, **_set_fields(settings.denoise)),
         window=WindowParams(window_frames, hop_frames, min(window_frames, min_frames)),
         adapt=adapt,
+        features=trained.features,
     )
 
 
@@ -97,7 +98,7 @@ def _set_fields(section: BaseModel) -> dict[str, Any]:
 def build_frontend(settings: Settings, model: EmotionModel, normaliser: WindowNormaliser) -> Frontend:
     """The DSP stages; ``normaliser`` (the adapt stage) outlives a rebuilt frontend, so a reload keeps the household."""
     fp = frontend_params(settings, model)
-    return Frontend(fp.vad, fp.denoise, fp.window, normaliser=normaliser)
+    return fp.frontend(normaliser)
 
 
 def make_source(settings: Settings, fast: bool = False) -> AudioSource:

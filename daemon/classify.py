@@ -23,7 +23,7 @@ def classify_signal(model: EmotionModel, settings: Settings, signal: np.ndarray)
     """Mean window probabilities of a clip, as the smoother summarises an utterance."""
     fp = frontend_params(settings, model)
     windows = clip_windows(
-        signal, fp.vad, fp.denoise, fp.window, normaliser=fresh_normaliser(model.info, settings.adapt.horizon_s)
+        signal, fp.vad, fp.denoise, fp.window, fresh_normaliser(model.info, settings.adapt.horizon_s), fp.features
     )
     if not windows:
         return {"emotion": None, "confidence": 0.0, "probabilities": {}, "windows": 0,

@@ -71,6 +71,7 @@ class FrontendParams:
     denoise: DenoiseParams = field(default_factory=DenoiseParams)
     window: WindowParams = field(default_factory=WindowParams)
     adapt: AdaptParams = field(default_factory=AdaptParams)
+    features: FeatureConfig = FEATURES
 
     def to_sidecar(self) -> dict[str, Any]:
         """The sidecar keys (``adapt`` without the statistics, which training adds)."""
@@ -97,8 +98,13 @@ class FrontendParams:
             min_frames=int(data.get("min_frames", default.min_frames)),
         )
         denoise = data["denoise"] if "denoise" in data else data.get("gate")
+        features = feature_config(data["features"]) if "features" in data else FEATURES
         return cls(_known(VadParams, data.get("vad")), _known(DenoiseParams, denoise), window,
-                   _known(AdaptParams, data.get("adapt")))
+                   _known(AdaptParams, data.get("adapt")), features)
+
+    def frontend(self, normaliser: WindowNormaliser | None = None) -> Frontend:
+        """A fresh streaming front end with exactly these parameters."""
+        return Frontend(self.vad, self.denoise, self.window, self.features, normaliser)
 
     def cache_dict(self) -> dict[str, Any]:
         """What the raw windows depend on, for training's feature-cache key.
@@ -108,6 +114,34 @@ class FrontendParams:
         the rename is still found (``tests/test_training_data.py`` pins the key).
         """
         return {"vad": asdict(self.vad), "gate": asdict(self.denoise), "window": asdict(self.window)}
+
+
+def feature_config(values: Mapping[str, Any]) -> FeatureConfig:
+    """A model's ``features`` as the front end will compute them; ``ValueError`` names what it cannot.
+
+    Only the mel bands (count and range) may differ from ``dsp.features.FEATURES``:
+    sample rate, frame and hop are assumed throughout (VAD frames, the adapt
+    stage's horizon, the windows' timing), and ``kind``/``window`` name the
+    only transform there is.
+    """
+    if not isinstance(values, Mapping):
+        raise ValueError(f"features: expected an object, got {type(values).__name__}")
+    names = {f.name for f in fields(FeatureConfig)}
+    if set(values) != names:
+        odd = sorted(set(values) ^ names)
+        raise ValueError(f"features: keys {', '.join(odd)} missing or unknown")
+    ours = FEATURES.to_dict()
+    fixed = sorted(k for k in names - TUNABLE_FEATURES if values[k] != ours[k])
+    if fixed:
+        raise ValueError("features: " + ", ".join(f"{k}={values[k]!r} (dsp has {ours[k]!r})" for k in fixed))
+    cfg = FeatureConfig(**{k: values[k] for k in names})
+    if not (isinstance(cfg.n_mels, int) and 8 <= cfg.n_mels <= 128 and 0 <= cfg.fmin < cfg.fmax <= cfg.sample_rate / 2):
+        raise ValueError(f"features: n_mels={cfg.n_mels!r}, fmin={cfg.fmin!r}, fmax={cfg.fmax!r} out of range")
+    return cfg
+
+
+# What a model may choose; everything else in FeatureConfig is fixed by dsp.
+TUNABLE_FEATURES = frozenset({"n_mels", "fmin", "fmax"})
 
 
 @dataclass(frozen=True)
@@ -442,8 +476,9 @@ def clip_windows(
     denoise: DenoiseParams = DenoiseParams(),
     window: WindowParams = WindowParams(),
     normaliser: WindowNormaliser | None = None,
+    cfg: FeatureConfig = FEATURES,
 ) -> list[Window]:
     """All windows the live daemon would classify for one 16 kHz clip."""
-    fe = Frontend(vad, denoise, window, normaliser=normaliser)
+    fe = Frontend(vad, denoise, window, cfg, normaliser)
     events = fe.push(signal) + fe.flush()
     return [e for e in events if isinstance(e, Window)]

@@ -5,9 +5,10 @@ the LiteRT interpreter (``ai-edge-litert``), falls back to ``tflite-runtime``
 and only as a last resort to ``tensorflow.lite`` (seconds to import, ~680 MB).
 
 A model travels as ``NAME.tflite`` plus ``NAME.json``. The sidecar states the
-feature parameters the model was trained on; a model whose parameters differ
-from ``dsp.features.FEATURES`` is refused, because it would silently see
-features unlike its training data.
+feature parameters the model was trained on, and the front end computes
+exactly those (``dsp.frontend.feature_config``): a model may choose its mel
+bands, and one whose other parameters differ from ``dsp.features.FEATURES`` is
+refused, because it would silently see features unlike its training data.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..dsp.adapt import NORMALISERS, HouseholdNormaliser
-from ..dsp.features import FEATURES, FeatureConfig
-from ..dsp.frontend import FrontendParams
+from ..dsp.frontend import FrontendParams, feature_config
 from ..quiet import quiet_native_stderr
 
 SIDECAR_SCHEMA = 1
@@ -64,7 +64,9 @@ class ModelInfo:
 
     def frontend(self) -> FrontendParams:
         """The front end the model was trained with (vad, denoise, windows, adapt), from the sidecar."""
-        return FrontendParams.from_sidecar({**self.extra, "window_frames": self.window_frames})
+        return FrontendParams.from_sidecar(
+            {**self.extra, "window_frames": self.window_frames, "features": self.features}
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,8 +89,8 @@ def sidecar_path(model_path: Path) -> Path:
     return model_path.with_suffix(".json")
 
 
-def load_info(model_path: Path, cfg: FeatureConfig = FEATURES) -> ModelInfo:
-    """Read and check a model's sidecar against the feature definition in ``dsp``."""
+def load_info(model_path: Path) -> ModelInfo:
+    """Read and check a model's sidecar against what ``dsp`` can compute."""
     side = sidecar_path(model_path)
     try:
         data = json.loads(side.read_text())
@@ -97,11 +99,10 @@ def load_info(model_path: Path, cfg: FeatureConfig = FEATURES) -> ModelInfo:
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{side}: unreadable sidecar: {exc}") from None
     info = ModelInfo.from_json(data, side)
-    ours = cfg.to_dict()
-    diff = {k: (info.features.get(k), v) for k, v in ours.items() if info.features.get(k) != v}
-    if diff:
-        shown = ", ".join(f"{k}={a!r} (dsp has {b!r})" for k, (a, b) in sorted(diff.items()))
-        raise ModelError(f"{model_path}: feature parameters do not match this emotiond: {shown}")
+    try:
+        feature_config(info.features)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{model_path}: feature parameters this emotiond cannot compute: {exc}") from None
     try:
         info.frontend()
     except (TypeError, ValueError) as exc:

@@ -97,3 +97,28 @@ def test_built_frontend_cuts_the_windows_of_the_sidecar_params(model_path: Path,
     assert len(live) == len(offline) > 0
     for a, b in zip(live, offline, strict=True):
         np.testing.assert_array_equal(a.features, b.features)
+
+
+def test_a_model_asking_for_other_mel_bands_gets_them_live_offline_and_in_training(speech_scene) -> None:
+    """``features.n_mels`` in a sidecar reaches every front end: the daemon's (assembly), offline
+    classification (``clip_windows``) and training's cache, with the same windows; fixed keys stay refused."""
+    from emotiond.dsp.features import FEATURES
+    from emotiond.dsp.frontend import feature_config
+    from emotiond.models.training.featurize import cache_key, clip_features
+
+    x = speech_scene[0]
+    fp = FrontendParams(features=replace(FEATURES, n_mels=64))
+    side = {**fp.to_sidecar(), "features": fp.features.to_dict()}
+    assert FrontendParams.from_sidecar(json.loads(json.dumps(side))) == fp
+    live = [w for w in fp.frontend(PerWindowMean()).push(x) if hasattr(w, "features")]
+    offline = clip_windows(x, fp.vad, fp.denoise, fp.window, PerWindowMean(), fp.features)
+    assert len(offline) > 0 and live and all(w.features.shape == (100, 64) for w in offline)
+    for a, b in zip(live, offline, strict=False):
+        np.testing.assert_array_equal(a.features, b.features)
+    trained = clip_features(x, fp)
+    assert trained.x.shape[1:] == (100, 64) and trained.seg_sum.shape[1] == 64
+    assert cache_key(["a/b"], fp, None, []) != cache_key(["a/b"], FrontendParams(), None, [])
+    with pytest.raises(ValueError, match=r"sample_rate=8000 \(dsp has 16000\)"):
+        feature_config({**FEATURES.to_dict(), "sample_rate": 8000})
+    with pytest.raises(ValueError, match=r"n_mels=4"):
+        feature_config({**FEATURES.to_dict(), "n_mels": 4})

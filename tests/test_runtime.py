@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from emotiond.dsp.features import FEATURES
-from emotiond.models.runtime import EmotionModel, ModelError
+from emotiond.models.runtime import EmotionModel, ModelError, load_info
 
 
 def test_model_predicts_probabilities(model_path: Path) -> None:
@@ -76,12 +76,31 @@ def test_predict_gives_the_plain_formulas_numbers_bit_for_bit(model_path: Path) 
 
 
 def test_model_with_other_feature_parameters_is_refused(model_path: Path, tmp_path: Path) -> None:
+    """Only the mel bands are the model's to choose; a frame hop dsp does not compute is refused."""
     copy = tmp_path / "m.tflite"
     shutil.copy(model_path, copy)
     side = json.loads(model_path.with_suffix(".json").read_text())
-    side["features"]["n_mels"] = FEATURES.n_mels + 24
+    side["features"]["hop_length"] = FEATURES.hop_length * 2
     copy.with_suffix(".json").write_text(json.dumps(side))
-    with pytest.raises(ModelError, match=r"n_mels=64 .dsp has 40."):
+    with pytest.raises(ModelError, match=r"m\.tflite: feature parameters .*hop_length=320 .dsp has 160."):
+        EmotionModel(copy)
+    side["features"] = {**FEATURES.to_dict(), "pitch": True}
+    copy.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(ModelError, match=r"keys pitch missing or unknown"):
+        EmotionModel(copy)
+
+
+def test_model_choosing_other_mel_bands_is_checked_against_its_input(model_path: Path, tmp_path: Path) -> None:
+    """A sidecar asking for 64 bands is computable, but this network takes 40: the input shape names the mismatch."""
+    copy = tmp_path / "m.tflite"
+    shutil.copy(model_path, copy)
+    side = json.loads(model_path.with_suffix(".json").read_text())
+    side["features"]["n_mels"] = 64
+    side["adapt"]["prior_mean"] = [0.0] * 64
+    side["adapt"]["prior_var"] = [1.0] * 64
+    copy.with_suffix(".json").write_text(json.dumps(side))
+    assert load_info(copy).frontend().features.n_mels == 64
+    with pytest.raises(ModelError, match=r"input shape \(1, 100, 40\) != sidecar's \(1, 100, 64\)"):
         EmotionModel(copy)
 
 

@@ -20,8 +20,8 @@ import soundfile as sf
 
 from ...dsp.adapt import RawWindows
 from ...dsp.audio import AudioInputError, to_mono
-from ...dsp.features import FEATURES, SAMPLE_RATE
-from ...dsp.frontend import Frontend, FrontendParams, SegmentEnd, Window
+from ...dsp.features import SAMPLE_RATE
+from ...dsp.frontend import FrontendParams, SegmentEnd, Window
 from .augment import augment
 from .data import Clip
 
@@ -65,12 +65,12 @@ def clip_features(x: np.ndarray, fp: FrontendParams) -> ClipFeatures:
     utterance's sufficient statistics lets the household estimator run over
     any sequence of clips without running the front end again.
     """
-    fe = Frontend(fp.vad, fp.denoise, fp.window, normaliser=RawWindows())
+    fe = fp.frontend(RawWindows())
     events = fe.push(x) + fe.flush()
     wins = [e for e in events if isinstance(e, Window)]
     ends = [e for e in events if isinstance(e, SegmentEnd) and e.stats is not None and e.stats.n > 0]
     seg_index = {e.segment: i for i, e in enumerate(ends)}
-    n_mels = FEATURES.n_mels
+    n_mels = fp.features.n_mels
     return ClipFeatures(
         x=np.stack([w.features for w in wins]).astype(np.float32)
         if wins
@@ -162,7 +162,7 @@ def cache_key(stems: Sequence[str], fp: FrontendParams, augment_seed: int | None
         {
             "stems": list(stems),
             "fp": fp.cache_dict(),
-            "features": FEATURES.to_dict(),
+            "features": fp.features.to_dict(),
             "seed": augment_seed,
             "noise": list(noise_names),
             "v": 3,
@@ -209,7 +209,7 @@ def extract(
             results[i] = feats
             if (n + 1) % 1000 == 0:
                 log(f"  {tag}: {n + 1}/{len(jobs)} clips")
-    fs = FeatureSet.from_clips([r for r in results if r is not None], FEATURES.n_mels, fp.window.window_frames)
+    fs = FeatureSet.from_clips([r for r in results if r is not None], fp.features.n_mels, fp.window.window_frames)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **fs.arrays())
     return fs

@@ -94,6 +94,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--window-frames", type=int, default=100, help="chosen on validation: 100 (1 s)")
     p.add_argument("--hop-frames", type=int, default=25)
+    p.add_argument(
+        "--n-mels",
+        type=int,
+        default=FEATURES.n_mels,
+        help="mel bands of the model's input (written to the sidecar; the daemon computes what the model asks for)",
+    )
     p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -858,6 +864,7 @@ def _load_data(args: argparse.Namespace, root: Path, log) -> _Data:
     fp = FrontendParams(
         window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames),
         adapt=AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s),
+        features=dataclasses.replace(FEATURES, n_mels=args.n_mels),
     )
     noise = [p for p, _cls, fold in load_noise(root) if fold != "fold2"]  # fold2 kept for noisy tests
     if args.fit_on_train_val and not args.select_only:
@@ -912,9 +919,8 @@ def _sidecar_extra(args: argparse.Namespace, d: _Data, model, prior, teacher_inf
 
 
 def _write_sidecars(args: argparse.Namespace, out: Path, extra: dict[str, Any], kinds: Sequence[str]) -> None:
-    info = ModelInfo(
-        MODEL_NAME, MODEL_VERSION, LABELS, FEATURES.to_dict(), args.window_frames, args.normalisation, extra
-    )
+    features = dataclasses.replace(FEATURES, n_mels=args.n_mels).to_dict()
+    info = ModelInfo(MODEL_NAME, MODEL_VERSION, LABELS, features, args.window_frames, args.normalisation, extra)
     for kind in kinds:
         sidecar_path(out / f"emotion_{kind}.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
 
