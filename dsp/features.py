@@ -39,16 +39,33 @@ class FeatureConfig:
     log_floor: float = 1e-10
     kind: str = "log_mel"
     window: str = "hann"
+    # Periodicity bands appended after the mel bands (0: none). 25 ms Hann frames
+    # cannot resolve the harmonics of a low voice, so the mel bands barely show
+    # pitch; these show how periodic each frame is at lags of F0 pitch_fmin..pitch_fmax.
+    pitch_bands: int = 0
+    pitch_fmin: float = 75.0
+    pitch_fmax: float = 400.0
 
     @property
     def n_bins(self) -> int:
         return self.n_fft // 2 + 1
 
+    @property
+    def n_features(self) -> int:
+        """Values per frame: the mel bands, then the periodicity bands."""
+        return self.n_mels + self.pitch_bands
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The sidecar's ``features``; without periodicity bands, exactly what models before them carry."""
+        d = asdict(self)
+        if not self.pitch_bands:
+            for k in PITCH_KEYS:
+                del d[k]
+        return d
 
 
 FEATURES = FeatureConfig()
+PITCH_KEYS = ("pitch_bands", "pitch_fmin", "pitch_fmax")
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -141,6 +158,8 @@ class Spectrum:
         self._mel_cols = np.concatenate(cols)
         self._mel_weights = np.concatenate(weights)
         self._mel_starts = np.asarray(starts, dtype=np.intp)
+        if cfg.pitch_bands:
+            self._lags, self._lag_gain, self._lag_starts = _lag_bands(cfg, self.window)
 
     def power(self, frames: np.ndarray) -> np.ndarray:
         """Power spectrum ``|rfft(frame * window)|**2``, shape ``(n_frames, n_bins)``."""
@@ -162,6 +181,43 @@ class Spectrum:
         mel = np.add.reduceat(terms, self._mel_starts, axis=1)
         mel += self.cfg.log_floor
         return np.log(mel).astype(np.float32)
+
+
+    def periodicity(self, power: np.ndarray) -> np.ndarray:
+        """Per periodicity band, the highest normalised autocorrelation of the frame, float32 in [-1, 1].
+
+        The autocorrelation is the inverse FFT of the power spectrum the mel bands
+        use (so the denoise stage cleans both alike), divided by the Hann window's
+        own autocorrelation at each lag (Boersma's correction) and by the frame's
+        energy. Each band spans an equal share of pitch_fmin..pitch_fmax in log
+        frequency, so a voice moving up a few semitones moves up a band.
+        """
+        if power.shape[0] == 0:
+            return np.zeros((0, self.cfg.pitch_bands), dtype=np.float32)
+        r = np.fft.irfft(power, n=self.cfg.n_fft, axis=-1)
+        energy = np.maximum(r[:, :1], 1e-20)
+        nr = r[:, self._lags] * self._lag_gain / energy
+        return np.clip(np.maximum.reduceat(nr, self._lag_starts, axis=1), -1.0, 1.0).astype(np.float32)
+
+    def features(self, power: np.ndarray) -> np.ndarray:
+        """What a model sees per frame: log-mel, then the periodicity bands when the config has them."""
+        mel = self.log_mel(power)
+        if not self.cfg.pitch_bands:
+            return mel
+        return np.concatenate([mel, self.periodicity(power)], axis=1)
+
+
+def _lag_bands(cfg: FeatureConfig, window: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lags of F0 pitch_fmax..pitch_fmin, their window correction, and where each band starts among them."""
+    lo = int(np.ceil(cfg.sample_rate / cfg.pitch_fmax))
+    hi = int(np.floor(cfg.sample_rate / cfg.pitch_fmin))
+    lags = np.arange(lo, hi + 1)
+    edges = cfg.sample_rate / np.geomspace(cfg.pitch_fmax, cfg.pitch_fmin, cfg.pitch_bands + 1)
+    starts = np.searchsorted(lags, edges[:-1], side="left")
+    if len(np.unique(starts)) != cfg.pitch_bands:
+        raise ValueError(f"pitch_bands={cfg.pitch_bands}: more bands than lags in {cfg.pitch_fmin}-{cfg.pitch_fmax} Hz")
+    win_ac = np.correlate(window, window, mode="full")[len(window) - 1 :]
+    return lags, win_ac[0] / win_ac[lags], starts.astype(np.intp)
 
 
 def offline_log_mel(signal: np.ndarray, cfg: FeatureConfig = FEATURES) -> np.ndarray:

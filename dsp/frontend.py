@@ -30,7 +30,7 @@ import numpy as np
 
 from .adapt import AdaptParams, PerWindowMean, SegmentStats, WindowNormaliser
 from .denoise import DenoiseParams, SpectralGate
-from .features import FEATURES, FeatureConfig, Spectrum, frame_count, frames_at
+from .features import FEATURES, PITCH_KEYS, FeatureConfig, Spectrum, frame_count, frames_at
 from .vad import Span, VadParams, VoiceActivitySegmenter
 
 
@@ -119,7 +119,7 @@ class FrontendParams:
 def feature_config(values: Mapping[str, Any]) -> FeatureConfig:
     """A model's ``features`` as the front end will compute them; ``ValueError`` names what it cannot.
 
-    Only the mel bands (count and range) may differ from ``dsp.features.FEATURES``:
+    Only the mel bands (count and range) and the periodicity bands may differ from ``dsp.features.FEATURES``:
     sample rate, frame and hop are assumed throughout (VAD frames, the adapt
     stage's horizon, the windows' timing), and ``kind``/``window`` name the
     only transform there is.
@@ -127,6 +127,8 @@ def feature_config(values: Mapping[str, Any]) -> FeatureConfig:
     if not isinstance(values, Mapping):
         raise ValueError(f"features: expected an object, got {type(values).__name__}")
     names = {f.name for f in fields(FeatureConfig)}
+    if "pitch_bands" not in values:  # written by models without periodicity bands (FeatureConfig.to_dict)
+        names -= set(PITCH_KEYS)
     if set(values) != names:
         odd = sorted(set(values) ^ names)
         raise ValueError(f"features: keys {', '.join(odd)} missing or unknown")
@@ -137,11 +139,20 @@ def feature_config(values: Mapping[str, Any]) -> FeatureConfig:
     cfg = FeatureConfig(**{k: values[k] for k in names})
     if not (isinstance(cfg.n_mels, int) and 8 <= cfg.n_mels <= 128 and 0 <= cfg.fmin < cfg.fmax <= cfg.sample_rate / 2):
         raise ValueError(f"features: n_mels={cfg.n_mels!r}, fmin={cfg.fmin!r}, fmax={cfg.fmax!r} out of range")
+    pitch_ok = isinstance(cfg.pitch_bands, int) and 0 <= cfg.pitch_bands <= 32
+    lags_fit = 50 <= cfg.pitch_fmin < cfg.pitch_fmax <= 1000 and cfg.sample_rate / cfg.pitch_fmin < cfg.n_fft / 2
+    if not (pitch_ok and lags_fit):
+        raise ValueError(
+            f"features: pitch_bands={cfg.pitch_bands!r}, pitch_fmin={cfg.pitch_fmin!r}, "
+            f"pitch_fmax={cfg.pitch_fmax!r} out of range"
+        )
+    if cfg.pitch_bands:
+        Spectrum(cfg)  # a band without a lag raises ValueError naming it
     return cfg
 
 
 # What a model may choose; everything else in FeatureConfig is fixed by dsp.
-TUNABLE_FEATURES = frozenset({"n_mels", "fmin", "fmax"})
+TUNABLE_FEATURES = frozenset({"n_mels", "fmin", "fmax", *PITCH_KEYS})
 
 
 @dataclass(frozen=True)
@@ -152,7 +163,7 @@ class SegmentStart:
 
 @dataclass(frozen=True)
 class Window:
-    """One normalised model input ``(window_frames, n_mels)`` and where it lies."""
+    """One normalised model input ``(window_frames, n_features)`` and where it lies."""
 
     segment: int
     features: np.ndarray
@@ -176,17 +187,17 @@ FrontendEvent = SegmentStart | Window | SegmentEnd
 class _Utterance:
     """Log-mel frames of the open segment, keeping only the last window's worth."""
 
-    def __init__(self, segment: int, start_sample: int, window: WindowParams, n_mels: int) -> None:
+    def __init__(self, segment: int, start_sample: int, window: WindowParams, n_features: int) -> None:
         self.segment = segment
         self.start_sample = start_sample
         self.window = window
-        self._buf = np.zeros((2 * window.window_frames, n_mels), dtype=np.float32)
+        self._buf = np.zeros((2 * window.window_frames, n_features), dtype=np.float32)
         self._len = 0
         self.n_frames = 0
         self.n_windows = 0
         self.frames_at_last_window = 0
         self.end_sample = start_sample
-        self.stats = SegmentStats(total=np.zeros(n_mels), total_sq=np.zeros(n_mels))
+        self.stats = SegmentStats(total=np.zeros(n_features), total_sq=np.zeros(n_features))
 
     def extend(self, frames: np.ndarray) -> None:
         self.n_frames += len(frames)
@@ -396,7 +407,7 @@ class Frontend:
             events.extend(self._close())
         if self._utt is None:
             start = self._next_frame * self.cfg.hop_length
-            self._utt = _Utterance(span.segment, start, self.window, self.cfg.n_mels)
+            self._utt = _Utterance(span.segment, start, self.window, self.cfg.n_features)
             self._gated_index = self._speech_from = self._next_frame
             self._learn()
             self.denoise.begin_segment()
@@ -430,7 +441,7 @@ class Frontend:
         if len(gated) == 0:
             return
         cfg = self.cfg
-        mel = self.spectrum.log_mel(gated)
+        mel = self.spectrum.features(gated)
         utt.stats.add(mel)
         i = 0
         while i < len(mel):

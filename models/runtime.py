@@ -113,13 +113,13 @@ def load_info(model_path: Path) -> ModelInfo:
         )
     if info.normalisation == HouseholdNormaliser.name:
         adapt = info.extra.get("adapt")
-        n_mels = int(info.features.get("n_mels", 0))
+        n_features = info.frontend().features.n_features
         try:
-            ok = len(adapt["prior_mean"]) == n_mels and len(adapt["prior_var"]) == n_mels
+            ok = len(adapt["prior_mean"]) == n_features and len(adapt["prior_var"]) == n_features
         except (TypeError, KeyError):
             ok = False
         if not ok:
-            raise ModelError(f"{side}: 'adapt' must hold prior_mean and prior_var with {n_mels} values each")
+            raise ModelError(f"{side}: 'adapt' must hold prior_mean and prior_var with {n_features} values each")
     return info
 
 
@@ -160,7 +160,7 @@ class EmotionModel:
         self._out_scale, self._out_zero = out["quantization"]
         self._out_dtype = out["dtype"]
         self.input_shape = tuple(int(d) for d in inp["shape"])
-        expected = (1, self.info.window_frames, int(self.info.features["n_mels"]))
+        expected = (1, self.info.window_frames, self.info.frontend().features.n_features)
         if self.input_shape != expected:
             raise ModelError(f"{model_path}: input shape {self.input_shape} != sidecar's {expected}")
         if int(out["shape"][-1]) != len(self.info.labels):

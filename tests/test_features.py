@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
+
 import numpy as np
 import pytest
 from emotiond.dsp.features import (
     FEATURES,
+    SAMPLE_RATE,
     Spectrum,
     StreamingFramer,
     fit_window,
     frame_count,
+    frame_signal,
     mel_filterbank,
     normalise_window,
     offline_log_mel,
@@ -81,3 +85,27 @@ def test_fit_window_pads_short_runs_with_band_mean() -> None:
     n = len(frames)
     np.testing.assert_allclose(out[:n].mean(axis=0), 0.0, atol=1e-4)
     assert not out[n:].any()
+
+
+@pytest.mark.parametrize("f0", [90.0, 140.0, 230.0, 350.0])
+def test_periodicity_bands_find_the_pitch_of_a_harmonic_voice(f0: float) -> None:
+    """A buzz of 14 harmonics at F0 peaks in the band holding F0's period (or one beside it),
+    far above what white noise reaches; the mel bands come first, unchanged."""
+    cfg = replace(FEATURES, pitch_bands=12)
+    spectrum = Spectrum(cfg)
+    rng = np.random.default_rng(0)
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    buzz = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 15)) + 0.05 * rng.standard_normal(len(t))
+    power = spectrum.power(frame_signal(buzz, cfg))
+    both = spectrum.features(power)
+    assert both.shape == (len(power), 52)
+    np.testing.assert_array_equal(both[:, :40], Spectrum(FEATURES).log_mel(power))
+    bands = both[:, 40:].mean(axis=0)
+    period = SAMPLE_RATE / f0
+    edges = SAMPLE_RATE / np.geomspace(cfg.pitch_fmax, cfg.pitch_fmin, 13)
+    home = int(np.searchsorted(edges, period)) - 1
+    assert max(bands[max(home - 1, 0) : home + 2]) > 0.8  # a low voice has only 2 periods in 25 ms
+    noise = spectrum.periodicity(spectrum.power(frame_signal(rng.standard_normal(SAMPLE_RATE), cfg))).mean(axis=0)
+    assert noise.max() < 0.3
+    assert FEATURES.to_dict() == {k: v for k, v in asdict(FEATURES).items() if not k.startswith("pitch_")}
+    assert cfg.to_dict()["pitch_bands"] == 12 and cfg.n_features == 52

@@ -122,3 +122,25 @@ def test_a_model_asking_for_other_mel_bands_gets_them_live_offline_and_in_traini
         feature_config({**FEATURES.to_dict(), "sample_rate": 8000})
     with pytest.raises(ValueError, match=r"n_mels=4"):
         feature_config({**FEATURES.to_dict(), "n_mels": 4})
+
+
+def test_periodicity_bands_reach_every_front_end_chunk_for_chunk(speech_scene) -> None:
+    """With ``pitch_bands`` the front end's windows carry them after the mel bands, the same in any chunking,
+    offline, in training's cache and in the household statistics; the sidecar round-trips them."""
+    from emotiond.dsp.features import FEATURES
+    from emotiond.dsp.frontend import feature_config
+    from emotiond.models.training.featurize import clip_features
+
+    x = speech_scene[0]
+    fp = FrontendParams(features=replace(FEATURES, pitch_bands=12))
+    assert feature_config(json.loads(json.dumps(fp.features.to_dict()))) == fp.features
+    offline = clip_windows(x, fp.vad, fp.denoise, fp.window, PerWindowMean(), fp.features)
+    fe = fp.frontend(PerWindowMean())
+    live = [e for i in range(0, len(x), 1234) for e in fe.push(x[i : i + 1234])] + fe.flush()
+    live = [w for w in live if hasattr(w, "features")]
+    assert len(live) == len(offline) > 0
+    for a, b in zip(live, offline, strict=True):
+        np.testing.assert_array_equal(a.features, b.features)
+    trained = clip_features(x, fp)
+    assert trained.x.shape[1:] == (100, 52) and trained.seg_sum.shape[1] == 52
+    assert np.abs(trained.x[:, :, 40:]).max() <= 1.0

@@ -102,6 +102,14 @@ def test_model_choosing_other_mel_bands_is_checked_against_its_input(model_path:
     assert load_info(copy).frontend().features.n_mels == 64
     with pytest.raises(ModelError, match=r"input shape \(1, 100, 40\) != sidecar's \(1, 100, 64\)"):
         EmotionModel(copy)
+    side["features"] = {**FEATURES.to_dict(), "pitch_bands": 12, "pitch_fmin": 75.0, "pitch_fmax": 400.0}
+    copy.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(ModelError, match=r"prior_mean and prior_var with 52 values each"):
+        EmotionModel(copy)
+    side["adapt"]["prior_mean"], side["adapt"]["prior_var"] = [0.0] * 52, [1.0] * 52
+    copy.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(ModelError, match=r"!= sidecar's \(1, 100, 52\)"):
+        EmotionModel(copy)
 
 
 def test_missing_sidecar_and_garbage_model_are_named(model_path: Path, tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def clip_features(x: np.ndarray, fp: FrontendParams) -> ClipFeatures:
     wins = [e for e in events if isinstance(e, Window)]
     ends = [e for e in events if isinstance(e, SegmentEnd) and e.stats is not None and e.stats.n > 0]
     seg_index = {e.segment: i for i, e in enumerate(ends)}
-    n_mels = fp.features.n_mels
+    n_mels = fp.features.n_features
     return ClipFeatures(
         x=np.stack([w.features for w in wins]).astype(np.float32)
         if wins
@@ -209,7 +209,7 @@ def extract(
             results[i] = feats
             if (n + 1) % 1000 == 0:
                 log(f"  {tag}: {n + 1}/{len(jobs)} clips")
-    fs = FeatureSet.from_clips([r for r in results if r is not None], fp.features.n_mels, fp.window.window_frames)
+    fs = FeatureSet.from_clips([r for r in results if r is not None], fp.features.n_features, fp.window.window_frames)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **fs.arrays())
     return fs

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ...dsp.adapt import AdaptParams
-from ...dsp.features import FEATURES
+from ...dsp.features import FEATURES, FeatureConfig
 from ...dsp.frontend import FrontendParams, WindowParams
 from ..evaluate import clip_prediction, metrics, per_class_table, plot_confusion
 from ..runtime import EmotionModel, ModelInfo, sidecar_path
@@ -99,6 +99,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=FEATURES.n_mels,
         help="mel bands of the model's input (written to the sidecar; the daemon computes what the model asks for)",
+    )
+    p.add_argument(
+        "--pitch-bands",
+        type=int,
+        default=FEATURES.pitch_bands,
+        help="periodicity bands appended to the mel bands (F0 75-400 Hz; 0: none)",
     )
     p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--batch-size", type=int, default=64)
@@ -857,6 +863,11 @@ class _Data:
     train_sets: list[tuple[FeatureSet, list[Clip]]]
 
 
+def model_features(args: argparse.Namespace) -> FeatureConfig:
+    """The features this run's model takes: dsp's, with the bands chosen on the command line."""
+    return dataclasses.replace(FEATURES, n_mels=args.n_mels, pitch_bands=args.pitch_bands)
+
+
 def _load_data(args: argparse.Namespace, root: Path, log) -> _Data:
     """Split the corpora, cut every clip's windows once (cached), add the augmented training copies."""
     clips = limit_clips(load_corpora(root, args.corpora), args.limit, args.split_seed)
@@ -864,7 +875,7 @@ def _load_data(args: argparse.Namespace, root: Path, log) -> _Data:
     fp = FrontendParams(
         window=WindowParams(window_frames=args.window_frames, hop_frames=args.hop_frames),
         adapt=AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s),
-        features=dataclasses.replace(FEATURES, n_mels=args.n_mels),
+        features=model_features(args),
     )
     noise = [p for p, _cls, fold in load_noise(root) if fold != "fold2"]  # fold2 kept for noisy tests
     if args.fit_on_train_val and not args.select_only:
@@ -919,8 +930,9 @@ def _sidecar_extra(args: argparse.Namespace, d: _Data, model, prior, teacher_inf
 
 
 def _write_sidecars(args: argparse.Namespace, out: Path, extra: dict[str, Any], kinds: Sequence[str]) -> None:
-    features = dataclasses.replace(FEATURES, n_mels=args.n_mels).to_dict()
-    info = ModelInfo(MODEL_NAME, MODEL_VERSION, LABELS, features, args.window_frames, args.normalisation, extra)
+    info = ModelInfo(
+        MODEL_NAME, MODEL_VERSION, LABELS, model_features(args).to_dict(), args.window_frames, args.normalisation, extra
+    )
     for kind in kinds:
         sidecar_path(out / f"emotion_{kind}.tflite").write_text(json.dumps(info.to_json(), indent=2) + "\n")
 
