@@ -15,7 +15,8 @@ numpy; ``tests/test_features.py`` checks it against ``librosa.filters.mel``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,8 @@ class FeatureConfig:
 
 FEATURES = FeatureConfig()
 PITCH_KEYS = ("pitch_bands", "pitch_fmin", "pitch_fmax")
+# What a model may choose; everything else in FeatureConfig is fixed by dsp.
+TUNABLE_FEATURES = frozenset({"n_mels", "fmin", "fmax", *PITCH_KEYS})
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -182,7 +185,6 @@ class Spectrum:
         mel += self.cfg.log_floor
         return np.log(mel).astype(np.float32)
 
-
     def periodicity(self, power: np.ndarray) -> np.ndarray:
         """Per periodicity band, the highest normalised autocorrelation of the frame, float32 in [-1, 1].
 
@@ -218,6 +220,42 @@ def _lag_bands(cfg: FeatureConfig, window: np.ndarray) -> tuple[np.ndarray, np.n
         raise ValueError(f"pitch_bands={cfg.pitch_bands}: more bands than lags in {cfg.pitch_fmin}-{cfg.pitch_fmax} Hz")
     win_ac = np.correlate(window, window, mode="full")[len(window) - 1 :]
     return lags, win_ac[0] / win_ac[lags], starts.astype(np.intp)
+
+
+def feature_config(values: Mapping[str, Any]) -> FeatureConfig:
+    """A model's ``features`` as the front end will compute them; ``ValueError`` names what it cannot.
+
+    Only the mel bands (count and range) and the periodicity bands may differ from ``dsp.features.FEATURES``:
+    sample rate, frame and hop are assumed throughout (VAD frames, the adapt
+    stage's horizon, the windows' timing), and ``kind``/``window`` name the
+    only transform there is.
+    """
+    if not isinstance(values, Mapping):
+        raise ValueError(f"features: expected an object, got {type(values).__name__}")
+    names = {f.name for f in fields(FeatureConfig)}
+    if "pitch_bands" not in values:  # written by models without periodicity bands (FeatureConfig.to_dict)
+        names -= set(PITCH_KEYS)
+    if set(values) != names:
+        odd = sorted(set(values) ^ names)
+        raise ValueError(f"features: keys {', '.join(odd)} missing or unknown")
+    ours = FEATURES.to_dict()
+    fixed = sorted(k for k in names - TUNABLE_FEATURES if values[k] != ours[k])
+    if fixed:
+        raise ValueError("features: " + ", ".join(f"{k}={values[k]!r} (dsp has {ours[k]!r})" for k in fixed))
+    cfg = FeatureConfig(**{k: values[k] for k in names})
+    if not (isinstance(cfg.n_mels, int) and 8 <= cfg.n_mels <= 128 and 0 <= cfg.fmin < cfg.fmax <= cfg.sample_rate / 2):
+        raise ValueError(f"features: n_mels={cfg.n_mels!r}, fmin={cfg.fmin!r}, fmax={cfg.fmax!r} out of range")
+    pitch_ok = isinstance(cfg.pitch_bands, int) and 0 <= cfg.pitch_bands <= 32
+    lags_fit = 50 <= cfg.pitch_fmin < cfg.pitch_fmax <= 1000 and cfg.sample_rate / cfg.pitch_fmin < cfg.n_fft / 2
+    if not (pitch_ok and lags_fit):
+        raise ValueError(
+            f"features: pitch_bands={cfg.pitch_bands!r}, pitch_fmin={cfg.pitch_fmin!r}, "
+            f"pitch_fmax={cfg.pitch_fmax!r} out of range"
+        )
+    if cfg.pitch_bands:
+        Spectrum(cfg)  # a band without a lag raises ValueError naming it
+    return cfg
+
 
 
 def offline_log_mel(signal: np.ndarray, cfg: FeatureConfig = FEATURES) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .adapt import AdaptParams, PerWindowMean, SegmentStats, WindowNormaliser
 from .denoise import DenoiseParams, SpectralGate
-from .features import FEATURES, PITCH_KEYS, FeatureConfig, Spectrum, frame_count, frames_at
+from .features import FEATURES, FeatureConfig, Spectrum, feature_config, frame_count, frames_at
 from .vad import Span, VadParams, VoiceActivitySegmenter
 
 
@@ -114,45 +114,6 @@ class FrontendParams:
         the rename is still found (``tests/test_training_data.py`` pins the key).
         """
         return {"vad": asdict(self.vad), "gate": asdict(self.denoise), "window": asdict(self.window)}
-
-
-def feature_config(values: Mapping[str, Any]) -> FeatureConfig:
-    """A model's ``features`` as the front end will compute them; ``ValueError`` names what it cannot.
-
-    Only the mel bands (count and range) and the periodicity bands may differ from ``dsp.features.FEATURES``:
-    sample rate, frame and hop are assumed throughout (VAD frames, the adapt
-    stage's horizon, the windows' timing), and ``kind``/``window`` name the
-    only transform there is.
-    """
-    if not isinstance(values, Mapping):
-        raise ValueError(f"features: expected an object, got {type(values).__name__}")
-    names = {f.name for f in fields(FeatureConfig)}
-    if "pitch_bands" not in values:  # written by models without periodicity bands (FeatureConfig.to_dict)
-        names -= set(PITCH_KEYS)
-    if set(values) != names:
-        odd = sorted(set(values) ^ names)
-        raise ValueError(f"features: keys {', '.join(odd)} missing or unknown")
-    ours = FEATURES.to_dict()
-    fixed = sorted(k for k in names - TUNABLE_FEATURES if values[k] != ours[k])
-    if fixed:
-        raise ValueError("features: " + ", ".join(f"{k}={values[k]!r} (dsp has {ours[k]!r})" for k in fixed))
-    cfg = FeatureConfig(**{k: values[k] for k in names})
-    if not (isinstance(cfg.n_mels, int) and 8 <= cfg.n_mels <= 128 and 0 <= cfg.fmin < cfg.fmax <= cfg.sample_rate / 2):
-        raise ValueError(f"features: n_mels={cfg.n_mels!r}, fmin={cfg.fmin!r}, fmax={cfg.fmax!r} out of range")
-    pitch_ok = isinstance(cfg.pitch_bands, int) and 0 <= cfg.pitch_bands <= 32
-    lags_fit = 50 <= cfg.pitch_fmin < cfg.pitch_fmax <= 1000 and cfg.sample_rate / cfg.pitch_fmin < cfg.n_fft / 2
-    if not (pitch_ok and lags_fit):
-        raise ValueError(
-            f"features: pitch_bands={cfg.pitch_bands!r}, pitch_fmin={cfg.pitch_fmin!r}, "
-            f"pitch_fmax={cfg.pitch_fmax!r} out of range"
-        )
-    if cfg.pitch_bands:
-        Spectrum(cfg)  # a band without a lag raises ValueError naming it
-    return cfg
-
-
-# What a model may choose; everything else in FeatureConfig is fixed by dsp.
-TUNABLE_FEATURES = frozenset({"n_mels", "fmin", "fmax", *PITCH_KEYS})
 
 
 @dataclass(frozen=True)

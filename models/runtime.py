@@ -6,9 +6,9 @@ and only as a last resort to ``tensorflow.lite`` (seconds to import, ~680 MB).
 
 A model travels as ``NAME.tflite`` plus ``NAME.json``. The sidecar states the
 feature parameters the model was trained on, and the front end computes
-exactly those (``dsp.frontend.feature_config``): a model may choose its mel
-bands, and one whose other parameters differ from ``dsp.features.FEATURES`` is
-refused, because it would silently see features unlike its training data.
+exactly those (``dsp.features.feature_config``): a model may choose its mel
+and periodicity bands, and one whose other parameters differ from
+``dsp.features.FEATURES`` is refused, because it would silently see features unlike its training data.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..dsp.adapt import NORMALISERS, HouseholdNormaliser
-from ..dsp.frontend import FrontendParams, feature_config
+from ..dsp.features import feature_config
+from ..dsp.frontend import FrontendParams
 from ..quiet import quiet_native_stderr
 
 SIDECAR_SCHEMA = 1
@@ -100,7 +101,7 @@ def load_info(model_path: Path) -> ModelInfo:
         raise ModelError(f"{side}: unreadable sidecar: {exc}") from None
     info = ModelInfo.from_json(data, side)
     try:
-        feature_config(info.features)
+        features = feature_config(info.features)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{model_path}: feature parameters this emotiond cannot compute: {exc}") from None
     try:
@@ -113,7 +114,7 @@ def load_info(model_path: Path) -> ModelInfo:
         )
     if info.normalisation == HouseholdNormaliser.name:
         adapt = info.extra.get("adapt")
-        n_features = info.frontend().features.n_features
+        n_features = features.n_features
         try:
             ok = len(adapt["prior_mean"]) == n_features and len(adapt["prior_var"]) == n_features
         except (TypeError, KeyError):

@@ -102,8 +102,7 @@ def test_built_frontend_cuts_the_windows_of_the_sidecar_params(model_path: Path,
 def test_a_model_asking_for_other_mel_bands_gets_them_live_offline_and_in_training(speech_scene) -> None:
     """``features.n_mels`` in a sidecar reaches every front end: the daemon's (assembly), offline
     classification (``clip_windows``) and training's cache, with the same windows; fixed keys stay refused."""
-    from emotiond.dsp.features import FEATURES
-    from emotiond.dsp.frontend import feature_config
+    from emotiond.dsp.features import FEATURES, feature_config
     from emotiond.models.training.featurize import cache_key, clip_features
 
     x = speech_scene[0]
@@ -127,8 +126,7 @@ def test_a_model_asking_for_other_mel_bands_gets_them_live_offline_and_in_traini
 def test_periodicity_bands_reach_every_front_end_chunk_for_chunk(speech_scene) -> None:
     """With ``pitch_bands`` the front end's windows carry them after the mel bands, the same in any chunking,
     offline, in training's cache and in the household statistics; the sidecar round-trips them."""
-    from emotiond.dsp.features import FEATURES
-    from emotiond.dsp.frontend import feature_config
+    from emotiond.dsp.features import FEATURES, feature_config
     from emotiond.models.training.featurize import clip_features
 
     x = speech_scene[0]

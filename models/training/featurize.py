@@ -70,16 +70,16 @@ def clip_features(x: np.ndarray, fp: FrontendParams) -> ClipFeatures:
     wins = [e for e in events if isinstance(e, Window)]
     ends = [e for e in events if isinstance(e, SegmentEnd) and e.stats is not None and e.stats.n > 0]
     seg_index = {e.segment: i for i, e in enumerate(ends)}
-    n_mels = fp.features.n_features
+    n_features = fp.features.n_features
     return ClipFeatures(
         x=np.stack([w.features for w in wins]).astype(np.float32)
         if wins
-        else np.zeros((0, fp.window.window_frames, n_mels), np.float32),
+        else np.zeros((0, fp.window.window_frames, n_features), np.float32),
         n_frames=np.array([w.n_frames for w in wins], np.int16),
         seg=np.array([seg_index[w.segment] for w in wins], np.int32),
         seg_n=np.array([e.stats.n for e in ends], np.int32),
-        seg_sum=np.array([e.stats.total for e in ends], np.float64).reshape(-1, n_mels),
-        seg_sumsq=np.array([e.stats.total_sq for e in ends], np.float64).reshape(-1, n_mels),
+        seg_sum=np.array([e.stats.total for e in ends], np.float64).reshape(-1, n_features),
+        seg_sumsq=np.array([e.stats.total_sq for e in ends], np.float64).reshape(-1, n_features),
     )
 
 
