@@ -372,14 +372,17 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     assert (out / "report" / "per_class.md").is_file()
 
     # the run just trained as a window teacher (--kd-windows) of a second student, a comparison
-    # run that never scores the test speakers (--no-test): int8 is checked on validation speakers
+    # run that never scores the test speakers (--no-test): int8 is checked on validation speakers;
+    # it also trains beside a corpus adversary (--adversary), which the shipped network leaves out
     out2 = tmp_path / "student"
-    argv2 = [a if a != str(out) else str(out2) for a in proc.args] + ["--kd-windows", str(out), "--no-test"]
+    argv2 = [a if a != str(out) else str(out2) for a in proc.args]
+    argv2 += ["--kd-windows", str(out), "--no-test", "--adversary", "0.3"]
     proc2 = subprocess.run(argv2, capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0, proc2.stderr[-2000:]
     metrics2 = json.loads((out2 / "metrics.json").read_text())
     assert metrics2["teacher"]["window_teacher"] == {"runs": [str(out)], "kd_weight": 0.5, "kd_temp": 2.0}
     assert "val_tflite_int8" in metrics2 and "int8_minus_float_uar" in metrics2
+    assert "domain_loss" in metrics2["history"][0] and metrics2["args"]["adversary"] == "0.3"
     assert not [k for k in metrics2 if k.startswith("test")] and not (out2 / "report").exists()
     assert "val_uar_int8" in json.loads((out2 / "emotion_int8.json").read_text())["metrics"]
     assert "test (" not in proc2.stderr + proc2.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 
@@ -16,6 +17,7 @@ def build_model(
     pooling: str = "avg",
     aux_classes: int = 0,
     embed_dims: int = 0,
+    domain_classes: int = 0,
 ):
     """Conv1D + BN + ReLU + pooling blocks (separable after the first), global pooling, softmax.
 
@@ -31,6 +33,12 @@ def build_model(
     (before dropout) that regresses the teacher's clip embedding (projected to
     ``embed_dims`` principal components): a hint of *what the teacher hears*
     richer than its 7 class probabilities. Training only, stripped like ``level``.
+
+    ``domain_classes > 0`` adds an adversary, ``domain``: a small classifier of the
+    training corpus behind a gradient reversal (``gradient_reversal_layer``, layer
+    ``reverse``). It learns to tell corpora apart while the layers below are
+    pushed to make that impossible: what is left should be emotion, not a
+    corpus's microphone, room or language. Training only, stripped like ``level``.
 
     Every op (Conv2D/DepthwiseConv2D after TFLite lowering, MaxPool, Mean,
     Reduce-max, Concatenation, FullyConnected, Softmax) has an int8 kernel in TFLite builtins.
@@ -66,9 +74,46 @@ def build_model(
         heads["level"] = layers.Dense(aux_classes, activation="softmax", name="level")(x)
     if embed_dims > 0:
         heads["embed"] = layers.Dense(embed_dims, name="embed")(pooled)
+    if domain_classes > 0:
+        d = gradient_reversal_layer()(name="reverse")(pooled)
+        d = layers.Dense(64, activation="relu", name="domain_hidden")(d)
+        heads["domain"] = layers.Dense(domain_classes, activation="softmax", name="domain")(d)
     if len(heads) > 1:
         return keras.Model(inp, heads, name="emotiond_conv1d_heads")
     return keras.Model(inp, out, name="emotiond_conv1d")
+
+
+@functools.cache
+def gradient_reversal_layer():
+    """The class of ``GradientReversal``, built on first use so importing this module needs no Keras."""
+    import keras
+
+    class GradientReversal(keras.layers.Layer):
+        """Identity forward; the gradient flowing back is multiplied by ``-scale``.
+
+        ``stop_gradient(x) − s·(x − stop_gradient(x))`` equals ``x`` exactly and has gradient ``−s``,
+        in any Keras backend, without a custom gradient. ``scale`` is a
+        non-trainable weight so training can ramp it (Ganin & Lempitsky: start
+        at 0 while the adversary knows nothing, rise to 1).
+        """
+
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(), initializer="zeros", trainable=False, name="scale")
+
+        def call(self, x):
+            ops = keras.ops
+            frozen = ops.stop_gradient(x)
+            return frozen - self.scale * (x - frozen)
+
+    return GradientReversal
+
+
+def reversal_scale(epoch: int, epochs: int) -> float:
+    """Ganin & Lempitsky's ramp, 2/(1+exp(-10p)) - 1 at the start of ``epoch`` (0-based) of ``epochs``."""
+    import math
+
+    p = epoch / max(1, epochs)
+    return 2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0
 
 
 def deployable(model):

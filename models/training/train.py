@@ -161,6 +161,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=False,
         help="also train an auxiliary emotion-level head (low/neutral/high) on BAVED; dropped before conversion",
     )
+    p.add_argument(
+        "--adversary",
+        type=float,
+        default=0.0,
+        help="weight of a corpus-adversarial head behind gradient reversal (0: none); training only",
+    )
     p.add_argument("--aux-weight", type=float, default=0.3, help="weight of the level head's loss")
     p.add_argument(
         "--ensemble",
@@ -353,6 +359,8 @@ class Inputs:
     w_level: np.ndarray | None = None
     y_embed: np.ndarray | None = None  # (N, dims) teacher embedding of each window's clip (principal components)
     w_embed: np.ndarray | None = None
+    y_domain: np.ndarray | None = None  # (N, corpora) one-hot training corpus, for the adversary
+    w_domain: np.ndarray | None = None
 
     @property
     def aux(self) -> bool:
@@ -365,6 +373,8 @@ class Inputs:
             heads["level"] = (self.y_level, self.w_level)
         if self.y_embed is not None and self.w_embed is not None:
             heads["embed"] = (self.y_embed, self.w_embed)
+        if self.y_domain is not None and self.w_domain is not None:
+            heads["domain"] = (self.y_domain, self.w_domain)
         return heads
 
     def refresh(self, rng: np.random.Generator) -> None:
@@ -420,11 +430,12 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
         pooling=args.pooling,
         aux_classes=len(LEVELS) if inputs.aux else 0,
         embed_dims=0 if inputs.y_embed is None else inputs.y_embed.shape[1],
+        domain_classes=0 if inputs.y_domain is None else inputs.y_domain.shape[1],
     )
     probs_model = deployable(model)  # shares the layers: what is validated, saved and converted
     heads = inputs.extra_heads()
     if heads and args.mixup > 0:
-        raise SystemExit("--mixup cannot be combined with --aux-levels or --kd-embed")
+        raise SystemExit("--mixup cannot be combined with --aux-levels, --kd-embed or --adversary")
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
     cce = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
     if heads:
@@ -432,8 +443,9 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
             "probs": cce,
             "level": keras.losses.CategoricalCrossentropy(),
             "embed": keras.losses.MeanSquaredError(),
+            "domain": keras.losses.CategoricalCrossentropy(),
         }
-        weights = {"probs": 1.0, "level": args.aux_weight, "embed": args.kd_embed}
+        weights = {"probs": 1.0, "level": args.aux_weight, "embed": args.kd_embed, "domain": args.adversary}
         model.compile(
             optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4),
             loss={k: losses[k] for k in ["probs", *heads]},
@@ -562,8 +574,13 @@ def _fit_epochs(model, probs_model, data, val, epochs: int, log) -> tuple[list[d
     """One ``fit`` per epoch, scored on validation after each; every epoch's weights kept."""
     history: list[dict[str, Any]] = []
     snapshots: list[list[np.ndarray]] = []
+    from .model import reversal_scale
+
+    reverse = next((layer for layer in model.layers if layer.name == "reverse"), None)
     for epoch in range(epochs):
         t0 = time.time()
+        if reverse is not None:
+            reverse.scale.assign(reversal_scale(epoch, epochs))
         # Keras's own progress bar on a terminal; plain per-epoch JSON lines in logs.
         h = model.fit(data, epochs=1, verbose=1 if sys.stdout.isatty() else 0)
         rec: dict[str, Any] = {
@@ -571,6 +588,8 @@ def _fit_epochs(model, probs_model, data, val, epochs: int, log) -> tuple[list[d
             "loss": float(h.history["loss"][-1]),
             "s": round(time.time() - t0, 1),
         }
+        if "domain_loss" in h.history:
+            rec["domain_loss"] = round(float(h.history["domain_loss"][-1]), 4)
         if val is not None:
             rec["val_objective"], sc = _val_objective(probs_model, val)
             rec["val"] = {k: round(v["uar"], 4) for k, v in sc.items()}
@@ -738,7 +757,29 @@ def build_inputs(
         inputs.w_embed = np.concatenate(
             [window_weights(fs, clips, args.corpus_power) for fs, clips in sets] + [np.zeros(n_lev, np.float32)]
         )
+    if args.adversary > 0:
+        inputs.y_domain, inputs.w_domain = domain_targets(sets, n_lev)
     return inputs
+
+
+def domain_targets(
+    sets: Sequence[tuple[FeatureSet, list[Clip]]], n_level_windows: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per window, the one-hot training corpus and a weight that gives every corpus the same total.
+
+    Equal totals: TESS or nEMO alone must not decide what the adversary removes.
+    Level-only (BAVED) windows, appended after ``sets``, get weight 0.
+    """
+    corpus = np.concatenate([np.array([clips[i].corpus for i in fs.clip], dtype=object) for fs, clips in sets])
+    names = sorted(set(corpus))
+    index = np.array([names.index(c) for c in corpus])
+    counts = np.bincount(index, minlength=len(names)).astype(np.float64)
+    y = np.eye(len(names), dtype=np.float32)[index]
+    w = (len(index) / (len(names) * counts[index])).astype(np.float32)
+    return (
+        np.concatenate([y, np.zeros((n_level_windows, len(names)), np.float32)]),
+        np.concatenate([w, np.zeros(n_level_windows, np.float32)]),
+    )
 
 
 def teacher_targets(
