@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def test_every_corpus_weighs_the_same_and_level_windows_nothing() -> None:
     assert ravdess.sum() == 12 and tess.sum() == 4
     np.testing.assert_allclose(w[:16][ravdess].sum(), w[:16][tess].sum())
     np.testing.assert_allclose(w[:16].mean(), 1.0)
+
+
+def test_a_speaker_adversary_weighs_every_speaker_the_same() -> None:
+    fs, clips = _set(["ravdess", "ravdess", "tess"], 3)
+    clips[1] = dataclasses.replace(clips[1], speaker="ravdess:b")
+    y, w = domain_targets([(fs, clips)], target="speaker")
+    assert y.shape == (9, 3)
+    totals = [w[y[:, k] == 1].sum() for k in range(3)]
+    np.testing.assert_allclose(totals, [3.0, 3.0, 3.0])
 
 
 def test_reversal_ramps_from_nothing_to_one() -> None:

@@ -165,7 +165,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--adversary",
         type=float,
         default=0.0,
-        help="weight of a corpus-adversarial head behind gradient reversal (0: none); training only",
+        help="weight of an adversarial head behind gradient reversal (0: none); training only",
+    )
+    p.add_argument(
+        "--adversary-target",
+        choices=("corpus", "speaker"),
+        default="corpus",
+        help="what the adversary tries to tell apart, and the student is pushed not to encode",
     )
     p.add_argument("--aux-weight", type=float, default=0.3, help="weight of the level head's loss")
     p.add_argument(
@@ -359,7 +365,7 @@ class Inputs:
     w_level: np.ndarray | None = None
     y_embed: np.ndarray | None = None  # (N, dims) teacher embedding of each window's clip (principal components)
     w_embed: np.ndarray | None = None
-    y_domain: np.ndarray | None = None  # (N, corpora) one-hot training corpus, for the adversary
+    y_domain: np.ndarray | None = None  # (N, corpora or speakers) one-hot, for the adversary
     w_domain: np.ndarray | None = None
 
     @property
@@ -758,19 +764,21 @@ def build_inputs(
             [window_weights(fs, clips, args.corpus_power) for fs, clips in sets] + [np.zeros(n_lev, np.float32)]
         )
     if args.adversary > 0:
-        inputs.y_domain, inputs.w_domain = domain_targets(sets, n_lev)
+        inputs.y_domain, inputs.w_domain = domain_targets(sets, n_lev, args.adversary_target)
     return inputs
 
 
 def domain_targets(
-    sets: Sequence[tuple[FeatureSet, list[Clip]]], n_level_windows: int = 0
+    sets: Sequence[tuple[FeatureSet, list[Clip]]], n_level_windows: int = 0, target: str = "corpus"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per window, the one-hot training corpus and a weight that gives every corpus the same total.
+    """Per window, the one-hot training corpus (or speaker) and a weight that gives each the same total.
 
     Equal totals: TESS or nEMO alone must not decide what the adversary removes.
     Level-only (BAVED) windows, appended after ``sets``, get weight 0.
     """
-    corpus = np.concatenate([np.array([clips[i].corpus for i in fs.clip], dtype=object) for fs, clips in sets])
+    corpus = np.concatenate(
+        [np.array([getattr(clips[i], target) for i in fs.clip], dtype=object) for fs, clips in sets]
+    )
     names = sorted(set(corpus))
     index = np.array([names.index(c) for c in corpus])
     counts = np.bincount(index, minlength=len(names)).astype(np.float64)
