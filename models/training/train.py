@@ -578,10 +578,10 @@ def _val_objective(probs_model, val: tuple[FeatureSet, list[Clip]]) -> tuple[flo
 
 def _fit_epochs(model, probs_model, data, val, epochs: int, log) -> tuple[list[dict[str, Any]], list[list[np.ndarray]]]:
     """One ``fit`` per epoch, scored on validation after each; every epoch's weights kept."""
-    history: list[dict[str, Any]] = []
-    snapshots: list[list[np.ndarray]] = []
     from .model import reversal_scale
 
+    history: list[dict[str, Any]] = []
+    snapshots: list[list[np.ndarray]] = []
     reverse = next((layer for layer in model.layers if layer.name == "reverse"), None)
     for epoch in range(epochs):
         t0 = time.time()
@@ -776,11 +776,8 @@ def domain_targets(
     Equal totals: TESS or nEMO alone must not decide what the adversary removes.
     Level-only (BAVED) windows, appended after ``sets``, get weight 0.
     """
-    corpus = np.concatenate(
-        [np.array([getattr(clips[i], target) for i in fs.clip], dtype=object) for fs, clips in sets]
-    )
-    names = sorted(set(corpus))
-    index = np.array([names.index(c) for c in corpus])
+    group = np.concatenate([np.array([getattr(clips[i], target) for i in fs.clip]) for fs, clips in sets])
+    names, index = np.unique(group, return_inverse=True)  # sorted names
     counts = np.bincount(index, minlength=len(names)).astype(np.float64)
     y = np.eye(len(names), dtype=np.float32)[index]
     w = (len(index) / (len(names) * counts[index])).astype(np.float32)
