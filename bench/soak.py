@@ -274,11 +274,18 @@ def run_soak(
         deadline = time.monotonic() + 10
         while not mqtt.stats()["connected"] and time.monotonic() < deadline:
             time.sleep(0.05)
+    else:
+        mqtt = None
     mqtt_stats: dict[str, Any] = {}
     real_shutdown = daemon.shutdown
 
     def shutdown() -> None:  # take the sink figures before close() tears the client down
         nonlocal mqtt_stats
+        if mqtt is not None:
+            # audio runs far faster than real time here: let the last events' acknowledgements
+            # arrive (as close() would) before counting what was published
+            hold = max(0.0, (mqtt.delivery.hold_until or 0.0) - time.monotonic())
+            mqtt.delivery.drain(time.monotonic() + 10 + hold)
         mqtt_stats = daemon.sinks.stats()
         real_shutdown()
 
