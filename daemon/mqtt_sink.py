@@ -216,6 +216,17 @@ class MqttSink:
         elif pending:
             log.info("MQTT: %d undelivered events carried over to the new connection", pending)
 
+    def drain(self, timeout_s: float) -> float:
+        """Wait up to ``timeout_s`` for every event to be acknowledged; returns the deadline it used.
+
+        The discovery delay is added on top, so that it does not eat the flush.
+        """
+        hold_until = self.delivery.hold_until
+        hold = max(0.0, hold_until - time.monotonic()) if hold_until is not None else 0.0
+        deadline = time.monotonic() + max(0.0, timeout_s) + hold
+        self.delivery.drain(deadline)
+        return deadline
+
     def close(self, timeout_s: float, handing_over: bool = False) -> None:
         """Flush what can be, publish ``offline`` retained, disconnect: at most ``timeout_s``.
 
@@ -224,10 +235,7 @@ class MqttSink:
         client = self.connection.client
         if client is None:
             return
-        hold_until = self.delivery.hold_until
-        hold = max(0.0, hold_until - time.monotonic()) if hold_until is not None else 0.0
-        deadline = time.monotonic() + max(0.0, timeout_s) + hold  # the discovery delay does not eat the flush
-        self.delivery.drain(deadline)
+        deadline = self.drain(timeout_s)
         self.connection.closing = True  # from here a disconnect is ours
         self.delivery.stop()
         with self.delivery.lock:

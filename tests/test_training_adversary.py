@@ -1,4 +1,4 @@
-"""The corpus adversary (``--adversary``): what it is told, how its gradient flows, and that it never ships."""
+"""The corpus or speaker adversary (``--adversary``): its targets, its gradient, and that it never ships."""
 
 from __future__ import annotations
 

@@ -35,8 +35,8 @@ def build_model(
     richer than its 7 class probabilities. Training only, stripped like ``level``.
 
     ``domain_classes > 0`` adds an adversary, ``domain``: a small classifier of the
-    training corpus behind a gradient reversal (``gradient_reversal_layer``, layer
-    ``reverse``). It learns to tell corpora apart while the layers below are
+    training corpus (or speaker) behind a gradient reversal (``gradient_reversal_layer``,
+    layer ``reverse``). It learns to tell them apart while the layers below are
     pushed to make that impossible: what is left should be emotion, not a
     corpus's microphone, room or language. Training only, stripped like ``level``.
 
