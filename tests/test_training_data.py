@@ -291,6 +291,51 @@ def test_held_out_table_gives_each_corpus_and_mix_over_seeds(tmp_path: Path) -> 
     assert "savee, balanced | savee, skewed | savee, cold start | turevdb, balanced | turevdb, skewed" in text
 
 
+def _held_out_runs(root: Path, name: str, skewed: dict[str, list[float]], val: list[float]) -> list[Path]:
+    import json
+
+    runs = []
+    for seed, objective in enumerate(val):
+        run = root / f"{name}-s{seed}"
+        run.mkdir()
+        per_corpus = {c: {"uar": v[seed]} for c, v in skewed.items()}
+        results = {"results": {"session": {"uar": 0.0, "per_corpus": per_corpus}}}
+        (run / "loco-session-neutral=0.6.json").write_text(json.dumps(results))
+        (run / "metrics.json").write_text(json.dumps({"chosen": {"val_objective": objective}}))
+        runs.append(run)
+    return runs
+
+
+def test_held_out_rule_needs_every_corpus_ahead_and_one_beyond_the_spread(tmp_path: Path) -> None:
+    from emotiond.models.training.compare import held_out_rule, held_out_summary, main, rule_text
+
+    base = held_out_summary(
+        "E",
+        _held_out_runs(tmp_path, "E", {"nemo": [0.27, 0.28, 0.29], "emodb": [0.33, 0.36, 0.24]}, [0.58, 0.59, 0.60]),
+    )
+    # nEMO +0.9 against a bar of 1.0 (E's sd): ahead everywhere, beyond the spread nowhere
+    near = held_out_summary(
+        "AM", _held_out_runs(tmp_path, "AM", {"nemo": [0.289, 0.289, 0.289], "emodb": [0.32, 0.33, 0.34]}, [0.61] * 3)
+    )
+    verdict = held_out_rule(base, near)
+    assert verdict["per_corpus"]["nemo"]["delta"] == pytest.approx(0.009)
+    assert verdict["per_corpus"]["nemo"]["bar"] == pytest.approx(0.01)
+    assert (verdict["ahead_on_every_corpus"], verdict["beyond_sd_on_one"], verdict["holds"]) == (True, False, False)
+    # +3 on nEMO clears the bar; the validation objective may not fall by more than E's sd (0.01)
+    clear = held_out_summary(
+        "AX", _held_out_runs(tmp_path, "AX", {"nemo": [0.31, 0.31, 0.32], "emodb": [0.32, 0.33, 0.34]}, [0.581] * 3)
+    )
+    assert held_out_rule(base, clear)["holds"]
+    low_val = held_out_summary(
+        "AL", _held_out_runs(tmp_path, "AL", {"nemo": [0.31, 0.31, 0.32], "emodb": [0.32, 0.33, 0.34]}, [0.57] * 3)
+    )
+    assert not held_out_rule(base, low_val)["validation_kept"]
+    text = rule_text(base, near, verdict)
+    assert "nemo +0.90 (bar 1.00)" in text and "the rule does not hold" in text
+    with pytest.raises(SystemExit):
+        main(["--held-out", "--rule", "--recipe", f"E={tmp_path / 'E-s0'}"])  # needs a baseline and a candidate
+
+
 def test_scalar_norm_experiment_keeps_spectral_shape_and_drops_level() -> None:
     from emotiond.models.training.scalar_norm_experiment import fit_window_scalar
 

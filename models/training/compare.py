@@ -3,6 +3,7 @@
     python -m emotiond.models.training.compare runs/tune/base runs/tune/wide ...
     python -m emotiond.models.training.compare --recipe C=runs/C-s0,runs/C-s1,runs/C-s2 --recipe E=...
     python -m emotiond.models.training.compare --held-out --recipe A=runs/L-A-s0,... --recipe E=...
+    python -m emotiond.models.training.compare --held-out --rule --recipe E=... --recipe AM=...
 
 With ``--recipe`` each row is a recipe: mean ± sd over its seeds of the chosen
 checkpoint's clip objective and of the session UARs that ``emotiond eval
@@ -116,7 +117,63 @@ def held_out_summary(name: str, runs: Sequence[Path]) -> dict[str, Any]:
         key: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"), len(v))
         for key, v in values.items()
     }
-    return {"recipe": name, "runs": done, "stats": stats}
+    val = [
+        float(json.loads((run / "metrics.json").read_text())["chosen"]["val_objective"])
+        for run in runs
+        if run.name in done and (run / "metrics.json").is_file()
+    ]
+    return {"recipe": name, "runs": done, "stats": stats, "val_objective": val}
+
+
+def held_out_rule(base: dict[str, Any], cand: dict[str, Any], mix: str = "skewed") -> dict[str, Any]:
+    """Issue 11's ship rule: the candidate recipe against the shipped one, from ``held_out_summary`` rows.
+
+    Every recipe since 2.2.0 was judged by this rule, written down before its runs: on
+    skewed sessions ahead on every held-out corpus, by more than the larger seed sd on at
+    least one, and a validation objective not below the baseline's by more than the
+    baseline's sd. Seed noise is as large as most recipe differences here, so the bar is
+    the spread, not zero; computing it here keeps a 0.01-point call out of hand arithmetic.
+    """
+    corpora = sorted(c for c, m in base["stats"] if m == mix and (c, mix) in cand["stats"])
+    per = {}
+    for corpus in corpora:
+        b_mean, b_sd, _ = base["stats"][(corpus, mix)]
+        c_mean, c_sd, _ = cand["stats"][(corpus, mix)]
+        per[corpus] = {"delta": c_mean - b_mean, "bar": max(b_sd, c_sd)}  # nan (one seed) never clears the bar
+    b_val, c_val = base.get("val_objective", []), cand.get("val_objective", [])
+    val_kept = len(b_val) > 1 and bool(c_val) and np.mean(c_val) >= np.mean(b_val) - np.std(b_val, ddof=1)
+    ahead = bool(per) and all(v["delta"] > 0 for v in per.values())
+    beyond = any(v["delta"] > v["bar"] for v in per.values())
+    return {
+        "mix": mix,
+        "per_corpus": per,
+        "ahead_on_every_corpus": ahead,
+        "beyond_sd_on_one": beyond,
+        "validation_kept": bool(val_kept),
+        "holds": bool(ahead and beyond and val_kept),
+    }
+
+
+def rule_text(base: dict[str, Any], cand: dict[str, Any], verdict: dict[str, Any]) -> str:
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    cells = ", ".join(
+        f"{c} {100 * v['delta']:+.2f} (bar {100 * v['bar']:.2f})" for c, v in verdict["per_corpus"].items()
+    )
+    b_val, c_val = base.get("val_objective", []), cand.get("val_objective", [])
+    val = (
+        f"{np.mean(c_val):.3f} against {np.mean(b_val):.3f} ± {np.std(b_val, ddof=1):.3f}"
+        if len(b_val) > 1 and c_val
+        else "needs metrics.json of two or more baseline seeds"
+    )
+    return (
+        f"rule, {cand['recipe']} against {base['recipe']} on {verdict['mix']} sessions, points: {cells}\n"
+        f"ahead on every corpus: {yes(verdict['ahead_on_every_corpus'])}; "
+        f"beyond the larger seed sd on one: {yes(verdict['beyond_sd_on_one'])}; "
+        f"validation kept: {yes(verdict['validation_kept'])} ({val})\n"
+        f"→ the rule {'holds' if verdict['holds'] else 'does not hold'}"
+    )
 
 
 def held_out_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -155,7 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--last", type=int, default=10, help="epochs averaged for the steadier estimate")
     p.add_argument("--recipe", action="append", default=[], metavar="NAME=RUN,RUN,...", help="seeds of one recipe")
     p.add_argument("--held-out", action="store_true", help="leave-corpora-out runs: session UAR per held-out corpus")
+    p.add_argument(
+        "--rule",
+        action="store_true",
+        help="with --held-out and two recipes (baseline first): print issue 11's ship rule for the second",
+    )
     args = p.parse_args(argv)
+    if args.rule and not (args.held_out and len(args.recipe) == 2):
+        p.error("--rule needs --held-out and exactly two --recipe (the baseline first)")
     if args.recipe:
         summarise, render = (held_out_summary, held_out_table) if args.held_out else (recipe_summary, recipe_table)
         rows = []
@@ -163,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, _, folders = spec.partition("=")
             rows.append(summarise(name, [Path(f) for f in folders.split(",") if f]))
         print(render(rows))
+        if args.rule:
+            print("\n" + rule_text(rows[0], rows[1], held_out_rule(rows[0], rows[1])))
         return 0
     rows = [run_summary(r, args.last) for r in args.runs if (r / "metrics.json").is_file()]
     missing = [str(r) for r in args.runs if not (r / "metrics.json").is_file()]
