@@ -139,7 +139,7 @@ def held_out_rule(base: dict[str, Any], cand: dict[str, Any], mix: str = "skewed
     for corpus in corpora:
         b_mean, b_sd, _ = base["stats"][(corpus, mix)]
         c_mean, c_sd, _ = cand["stats"][(corpus, mix)]
-        per[corpus] = {"delta": c_mean - b_mean, "bar": max(b_sd, c_sd)}  # nan (one seed) never clears the bar
+        per[corpus] = {"delta": c_mean - b_mean, "bar": float(np.max([b_sd, c_sd]))}  # one seed: nan, never cleared
     b_val, c_val = base.get("val_objective", []), cand.get("val_objective", [])
     val_kept = len(b_val) > 1 and bool(c_val) and np.mean(c_val) >= np.mean(b_val) - np.std(b_val, ddof=1)
     ahead = bool(per) and all(v["delta"] > 0 for v in per.values())
