@@ -332,7 +332,7 @@ def test_held_out_rule_needs_every_corpus_ahead_and_one_beyond_the_spread(tmp_pa
     assert not held_out_rule(base, low_val)["validation_kept"]
     one_seed = held_out_summary("A1", [tmp_path / "AX-s0"])  # +3 points, but one seed has no spread to clear
     assert not held_out_rule(base, one_seed)["beyond_sd_on_one"]
-    text = rule_text(base, near, verdict)
+    text = rule_text(verdict)
     assert "nemo +0.90 (bar 1.00)" in text and "the rule does not hold" in text
     with pytest.raises(SystemExit):
         main(["--held-out", "--rule", "--recipe", f"E={tmp_path / 'E-s0'}"])  # needs a baseline and a candidate

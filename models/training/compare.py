@@ -141,12 +141,21 @@ def held_out_rule(base: dict[str, Any], cand: dict[str, Any], mix: str = "skewed
         c_mean, c_sd, _ = cand["stats"][(corpus, mix)]
         per[corpus] = {"delta": c_mean - b_mean, "bar": float(np.max([b_sd, c_sd]))}  # one seed: nan, never cleared
     b_val, c_val = base.get("val_objective", []), cand.get("val_objective", [])
-    val_kept = len(b_val) > 1 and bool(c_val) and np.mean(c_val) >= np.mean(b_val) - np.std(b_val, ddof=1)
+    # (candidate mean, baseline mean, baseline sd); None without two baseline seeds to give a spread
+    val = (
+        (float(np.mean(c_val)), float(np.mean(b_val)), float(np.std(b_val, ddof=1)))
+        if len(b_val) > 1 and c_val
+        else None
+    )
+    val_kept = val is not None and val[0] >= val[1] - val[2]
     ahead = bool(per) and all(v["delta"] > 0 for v in per.values())
     beyond = any(v["delta"] > v["bar"] for v in per.values())
     return {
+        "baseline": base["recipe"],
+        "candidate": cand["recipe"],
         "mix": mix,
         "per_corpus": per,
+        "validation": val,
         "ahead_on_every_corpus": ahead,
         "beyond_sd_on_one": beyond,
         "validation_kept": bool(val_kept),
@@ -154,21 +163,17 @@ def held_out_rule(base: dict[str, Any], cand: dict[str, Any], mix: str = "skewed
     }
 
 
-def rule_text(base: dict[str, Any], cand: dict[str, Any], verdict: dict[str, Any]) -> str:
+def rule_text(verdict: dict[str, Any]) -> str:
     def yes(flag: bool) -> str:
         return "yes" if flag else "no"
 
     cells = ", ".join(
         f"{c} {100 * v['delta']:+.2f} (bar {100 * v['bar']:.2f})" for c, v in verdict["per_corpus"].items()
     )
-    b_val, c_val = base.get("val_objective", []), cand.get("val_objective", [])
-    val = (
-        f"{np.mean(c_val):.3f} against {np.mean(b_val):.3f} ± {np.std(b_val, ddof=1):.3f}"
-        if len(b_val) > 1 and c_val
-        else "needs metrics.json of two or more baseline seeds"
-    )
+    v = verdict["validation"]
+    val = f"{v[0]:.3f} against {v[1]:.3f} ± {v[2]:.3f}" if v else "needs metrics.json of two or more baseline seeds"
     return (
-        f"rule, {cand['recipe']} against {base['recipe']} on {verdict['mix']} sessions, points: {cells}\n"
+        f"rule, {verdict['candidate']} against {verdict['baseline']} on {verdict['mix']} sessions, points: {cells}\n"
         f"ahead on every corpus: {yes(verdict['ahead_on_every_corpus'])}; "
         f"beyond the larger seed sd on one: {yes(verdict['beyond_sd_on_one'])}; "
         f"validation kept: {yes(verdict['validation_kept'])} ({val})\n"
@@ -228,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(summarise(name, [Path(f) for f in folders.split(",") if f]))
         print(render(rows))
         if args.rule:
-            print("\n" + rule_text(rows[0], rows[1], held_out_rule(rows[0], rows[1])))
+            print("\n" + rule_text(held_out_rule(rows[0], rows[1])))
         return 0
     rows = [run_summary(r, args.last) for r in args.runs if (r / "metrics.json").is_file()]
     missing = [str(r) for r in args.runs if not (r / "metrics.json").is_file()]
