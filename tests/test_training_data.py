@@ -338,6 +338,47 @@ def test_held_out_rule_needs_every_corpus_ahead_and_one_beyond_the_spread(tmp_pa
         main(["--held-out", "--rule", "--recipe", f"E={tmp_path / 'E-s0'}"])  # needs a baseline and a candidate
 
 
+def test_pooled_rule_passes_a_point_everywhere_and_refuses_a_corpus_traded_away(tmp_path: Path, capsys) -> None:
+    """The per-split rule refuses a one-point gain on every corpus (below each bar); the pooled t-test
+    takes it, but not when one corpus falls by more than the baseline's spread, however large the mean."""
+    from emotiond.models.training.compare import held_out_rule, held_out_summary, main, pooled_rule
+
+    spread = {"a": [0.28, 0.30, 0.32], "b": [0.38, 0.40, 0.42]}  # E: sd 2 points on each corpus
+
+    def split(tag: str, cand: dict[str, list[float]], cand_val: float = 0.60):
+        (tmp_path / tag).mkdir()
+        b = held_out_summary("E", _held_out_runs(tmp_path / tag, "E", spread, [0.58, 0.59, 0.60]))
+        c = held_out_summary("ENS", _held_out_runs(tmp_path / tag, "ENS", cand, [cand_val]))
+        return b, c
+
+    steady = [
+        split("p5", {"a": [0.311], "b": [0.409]}),
+        split("p6", {"a": [0.310], "b": [0.411]}),
+        split("p7", {"a": [0.309], "b": [0.410]}),
+    ]
+    assert not any(held_out_rule(b, c)["holds"] for b, c in steady)  # +1 against a bar of 2
+    verdict = pooled_rule(steady)
+    assert len(verdict["units"]) == 6 and verdict["mean"] == pytest.approx(0.01)
+    assert verdict["t_crit"] == pytest.approx(2.015, abs=1e-3)
+    assert verdict["t_clears"] and verdict["none_hurt"] and verdict["holds"]
+
+    traded = [*steady[:2], split("p7-traded", {"a": [0.25], "b": [0.50]})]  # −5 on one corpus, +10 on the other
+    assert pooled_rule(traded)["mean"] > 0.01 and not pooled_rule(traded)["none_hurt"]
+    assert not pooled_rule(traded)["holds"]
+    low_val = [*steady[:2], split("p7-low-val", {"a": [0.309], "b": [0.410]}, cand_val=0.50)]
+    assert not pooled_rule(low_val)["validation_kept_everywhere"] and not pooled_rule(low_val)["holds"]
+
+    args = ["--held-out", "--pooled"]
+    for tag in ("p5", "p6", "p7"):
+        args += ["--recipe", "E=" + ",".join(str(tmp_path / tag / f"E-s{s}") for s in range(3))]
+        args += ["--recipe", f"ENS={tmp_path / tag / 'ENS-s0'}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "a +1.10 (sd 2.00)" in out and "the pooled rule holds" in out
+    with pytest.raises(SystemExit):
+        main(["--held-out", "--pooled", "--recipe", f"E={tmp_path / 'p5' / 'E-s0'}"])  # a baseline with no candidate
+
+
 def test_scalar_norm_experiment_keeps_spectral_shape_and_drops_level() -> None:
     from emotiond.models.training.scalar_norm_experiment import fit_window_scalar
 
