@@ -17,10 +17,11 @@ from pydantic import BaseModel
 
 from .. import exitcodes
 from ..dsp.adapt import AdaptParams, WindowNormaliser
+from ..dsp.calibrate import Calibrator
 from ..dsp.frontend import Frontend, FrontendParams, WindowParams
 from ..dsp.smoother import Smoother, UtteranceSummary
 from ..models.runtime import DEFAULT_MODEL, RUNTIMES, EmotionModel, ModelError
-from .adaptation import fresh_normaliser
+from .adaptation import Household, fresh_calibrator, fresh_normaliser
 from .config import ConfigError, Settings
 from .payloads import CLOCK_AUDIO, CLOCK_WALL, PayloadFactory, Topics
 from .pipeline import Pipeline
@@ -158,18 +159,24 @@ def build_pipeline(
     sinks: Sequence[Sink] | SinkSet = (),
     on_utterance: Callable[[UtteranceSummary, dict[str, Any]], None] | None = None,
     *,
-    normaliser: WindowNormaliser | None = None,
+    household: Household | None = None,
     clock: str = CLOCK_AUDIO,
 ) -> Pipeline:
-    """frontend → model → smoother → sinks, as the daemon runs it.
+    """frontend → model → calibrate → smoother → sinks, as the daemon runs it.
 
-    Without ``normaliser`` the adapt stage starts from the training statistics,
-    as a new installation does (eval, classify, benches); the daemon passes its
-    ``Household.normaliser`` so what the household taught it carries on.
+    Without ``household`` the adapt and calibrate stages start from the
+    sidecar's values, as a new installation does (eval, classify, benches);
+    the daemon passes its ``Household`` so what the household taught them
+    carries on.
     """
-    if normaliser is None:
+    normaliser: WindowNormaliser
+    calibrator: Calibrator | None
+    if household is None:
         normaliser = fresh_normaliser(model.info, settings.adapt.horizon_s)
+        calibrator = fresh_calibrator(model.info, settings.calibrate, settings.adapt.horizon_s)
+    else:
+        normaliser, calibrator = household.normaliser, household.calibrator
     frontend = build_frontend(settings, model, normaliser)
     smoother = Smoother(model.labels, settings.smoother.params())
     payloads = PayloadFactory(settings.mqtt.device(), clock=clock)
-    return Pipeline(frontend, model, smoother, payloads, sinks, on_utterance)
+    return Pipeline(frontend, model, smoother, payloads, sinks, on_utterance, calibrator)

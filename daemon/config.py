@@ -152,6 +152,19 @@ class AdaptSettings(_Section):
     reset: bool = Field(False, description="true = forget the household at start (use once, e.g. with --set)")
 
 
+class CalibrateSettings(_Section):
+    """The household's own lean taken out of the model's output (stage ``calibrate``).
+
+    For models whose sidecar carries a validation reference (``emotiond
+    calibrate``); it shares the adapt stage's horizon, state directory and reset.
+    """
+
+    enabled: bool = Field(True, description="false = publish the model's probabilities as they come")
+    neutral_share: float = Field(
+        0.6, gt=0, lt=1, description="share of this household's speech that is neutral, as the reference assumes"
+    )
+
+
 class ModelSettings(_Section):
     """The int8 TFLite classifier (stage ``model``)."""
 
@@ -274,6 +287,7 @@ class Settings(_Section):
     denoise: DenoiseSettings = Field(default_factory=DenoiseSettings)
     windows: WindowSettings = Field(default_factory=WindowSettings)
     adapt: AdaptSettings = Field(default_factory=AdaptSettings)
+    calibrate: CalibrateSettings = Field(default_factory=CalibrateSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     smoother: SmootherSettings = Field(default_factory=SmootherSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -488,7 +488,7 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-class _Stop(Exception):
+class EvalStop(Exception):
     """A one-line reason ``emotiond eval`` cannot go on, and README's exit code for it."""
 
     def __init__(self, message: str, exit_code: int) -> None:
@@ -497,7 +497,7 @@ class _Stop(Exception):
 
 
 @dataclass
-class _Job:
+class EvalJob:
     settings: Any
     model: Any
     clips: list[Clip]
@@ -507,7 +507,7 @@ class _Job:
     denoise: bool
 
 
-def _prepare(args: argparse.Namespace) -> _Job:
+def prepare_job(args: argparse.Namespace) -> EvalJob:
     """Settings, model and clips, checked before any scoring starts."""
     from .assembly import StartupError, frontend_params, load_model
     from .config import ConfigError, load_settings
@@ -517,28 +517,28 @@ def _prepare(args: argparse.Namespace) -> _Job:
         model = load_model(settings)
         front = frontend_params(settings, model)
     except (ConfigError, StartupError) as exc:
-        raise _Stop(str(exc), getattr(exc, "exit_code", exitcodes.CONFIG)) from None
+        raise EvalStop(str(exc), getattr(exc, "exit_code", exitcodes.CONFIG)) from None
     try:
         clips, skipped = load_clips(args.manifest, model.labels)
     except (OSError, ValueError, KeyError) as exc:
         code = exitcodes.NOINPUT if isinstance(exc, FileNotFoundError) else exitcodes.DATAERR
-        raise _Stop(f"{args.manifest}: {exc}", code) from None
+        raise EvalStop(f"{args.manifest}: {exc}", code) from None
     if args.limit:
         clips = clips[: args.limit]
     if not clips:
         known = ", ".join(model.labels)
-        raise _Stop(f"{args.manifest}: no row has a label the model knows ({known})", exitcodes.DATAERR)
+        raise EvalStop(f"{args.manifest}: no row has a label the model knows ({known})", exitcodes.DATAERR)
     modes = ["clip", "stream"] if args.mode == "both" else [args.mode]
     try:
         skew = parse_skew(args.skew)
     except ValueError as exc:
-        raise _Stop(str(exc), exitcodes.USAGE) from None
+        raise EvalStop(str(exc), exitcodes.USAGE) from None
     if args.noise and "session" in modes:
-        raise _Stop("--noise is not supported with --mode session", exitcodes.USAGE)
-    return _Job(settings, model, clips, skipped, modes, skew, front.denoise.enabled)
+        raise EvalStop("--noise is not supported with --mode session", exitcodes.USAGE)
+    return EvalJob(settings, model, clips, skipped, modes, skew, front.denoise.enabled)
 
 
-def _score_noise(args: argparse.Namespace, job: _Job, tick: Callable[[], None]) -> dict[str, Any]:
+def _score_noise(args: argparse.Namespace, job: EvalJob, tick: Callable[[], None]) -> dict[str, Any]:
     """Every requested SNR, scored with the denoise stage on and off."""
     snrs = [float(s) for s in args.snr.split(",") if s.strip()]
     by_snr: dict[str, Any] = {}
@@ -559,7 +559,7 @@ def _score_noise(args: argparse.Namespace, job: _Job, tick: Callable[[], None]) 
             "by_snr": by_snr}
 
 
-def _score_all(args: argparse.Namespace, job: _Job, out: dict[str, Any]) -> dict[str, Any]:
+def _score_all(args: argparse.Namespace, job: EvalJob, out: dict[str, Any]) -> dict[str, Any]:
     """Every mode (and noise level) over the clips, behind a progress bar on a terminal; fills ``out``."""
     from rich.progress import Progress
 
@@ -584,7 +584,7 @@ def _score_all(args: argparse.Namespace, job: _Job, out: dict[str, Any]) -> dict
         if args.noise:
             out["noise"] = _score_noise(args, job, tick)
     except AudioInputError as exc:
-        raise _Stop(str(exc), exc.exit_code) from None
+        raise EvalStop(str(exc), exc.exit_code) from None
     finally:
         bar.stop()
     return results
@@ -607,7 +607,7 @@ def _write_report(report: Path, out: dict[str, Any], results: dict[str, Any]) ->
 def eval_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
-        job = _prepare(args)
+        job = prepare_job(args)
         model = job.model
         out: dict[str, Any] = {
             "manifest": str(args.manifest),
@@ -619,7 +619,7 @@ def eval_main(argv: list[str]) -> int:
             "denoise": job.denoise,
         }
         results = _score_all(args, job, out)
-    except _Stop as exc:
+    except EvalStop as exc:
         print(f"emotiond eval: {exc}", file=sys.stderr)
         return exc.exit_code
     out["n"] = len(job.clips)

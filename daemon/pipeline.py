@@ -1,4 +1,4 @@
-"""The audio loop's stages wired together: frontend → model → smoother → sinks.
+"""The audio loop's stages wired together: frontend → model → calibrate → smoother → sinks.
 
 ``Pipeline.process`` takes one block of 16 kHz audio and does everything that
 block completes, synchronously, on the caller's thread; there are no threads
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..dsp.calibrate import Calibrator
 from ..dsp.features import SAMPLE_RATE
 from ..dsp.frontend import Frontend, SegmentEnd, SegmentStart, Window
 from ..dsp.smoother import EmotionState, Smoother, SmootherParams, UtteranceSummary
@@ -62,9 +63,11 @@ class Pipeline:
         payloads: PayloadFactory,
         sinks: Sequence[Sink] | SinkSet,
         on_utterance: Callable[[UtteranceSummary, dict[str, Any]], None] | None = None,
+        calibrator: Calibrator | None = None,
     ) -> None:
         self.frontend = frontend
         self.model = model
+        self.calibrator = calibrator
         self.smoother = smoother
         self.payloads = payloads
         self.sinks = sinks if isinstance(sinks, SinkSet) else SinkSet(sinks)
@@ -183,6 +186,8 @@ class Pipeline:
         self.stats.consecutive_failures = 0
         self._failure_logged = False
         t1 = time.perf_counter()
+        if self.calibrator is not None:
+            probs = self.calibrator.window(window.segment, probs)
         state = self.smoother.on_window(window.segment, probs, self._t(window.end_sample))
         self.stats.smoother_s += time.perf_counter() - t1
         if state is not None:
@@ -190,6 +195,8 @@ class Pipeline:
 
     def _segment_end(self, end: SegmentEnd) -> None:
         summary = self.smoother.on_segment_end(end.segment, self._t(end.start_sample), self._t(end.end_sample))
+        if self.calibrator is not None:  # after the summary: an utterance never corrects itself
+            self.calibrator.segment_end(end.segment)
         if summary is None:
             self.stats.unclassified_utterances += 1
             return

@@ -34,7 +34,13 @@ class ReloadPlan:
     frontend: bool  # vad, denoise or window settings changed: rebuild the frontend
     sinks: list[Sink] | None  # new sinks, built and validated but not started; None = keep the running ones
     password: str | None  # the MQTT password now in force
-    restart_only: bool  # source, model or adapt changed: these wait for a restart
+    restart_only: bool  # source, model, adapt or calibrate changed: these wait for a restart
+
+
+
+def _restart_keys(settings: Settings) -> tuple:
+    """The sections a running pipeline cannot take over: they hold the audio device, the model or the household."""
+    return settings.source, settings.model, settings.adapt, settings.calibrate
 
 
 def plan_reload(
@@ -65,7 +71,7 @@ def plan_reload(
         frontend=(new.vad, new.denoise, new.windows) != (old.vad, old.denoise, old.windows),
         sinks=new_sinks,
         password=password if new_sinks is not None else old_password,
-        restart_only=(new.source, new.model, new.adapt) != (old.source, old.model, old.adapt),
+        restart_only=_restart_keys(new) != _restart_keys(old),
     )
 
 

@@ -103,12 +103,12 @@ class Daemon:
         self.notifier.status("loading model")
         if self.model is None:
             self.model = load_model(self.settings)
-        self.household = Household(self.model.info, self.settings.adapt)
+        self.household = Household(self.model.info, self.settings.adapt, self.settings.calibrate)
         if self._make_sinks:
             self.sinks.replace(make_sinks(self.settings, self.model.labels, self.force_stdout))
         self._mqtt_password = self.settings.mqtt_password() if self.settings.mqtt.enabled else None
         self.pipeline = build_pipeline(
-            self.settings, self.model, self.sinks, normaliser=self.household.normaliser,
+            self.settings, self.model, self.sinks, household=self.household,
             clock=payload_clock(self.settings, self.fast, self._source_override is not None),
         )
         self.sinks.start()
@@ -235,7 +235,7 @@ class Daemon:
         apply_plan(plan, self.pipeline, self.model, self.household.normaliser, self.report.status)
         self._mqtt_password = plan.password
         if plan.restart_only:
-            log.warning("source, model and adapt settings change only on restart; kept the running ones")
+            log.warning("source, model, adapt and calibrate settings change only on restart; kept the running ones")
         log.info("configuration reloaded (changed: %s)", ", ".join(plan.changed) or "nothing")
         self.notifier.reloaded()
 

@@ -42,6 +42,21 @@ class AdaptStateError(Exception):
     """A state file that cannot be used (corrupt, foreign, other band count); the message names it."""
 
 
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write atomically (temp file + fsync + rename): a crash mid-write keeps the previous state.
+
+    The temp file has a fixed name, so one killed mid-write is simply
+    overwritten by the next save rather than left behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class AdaptParams:
     """How long the household estimate remembers, and how much the warm start weighs.
@@ -163,19 +178,7 @@ class HouseholdStats:
         )
 
     def save(self, path: Path) -> None:
-        """Write atomically (temp file + fsync + rename): a crash mid-write keeps the previous state.
-
-        The temp file has a fixed name, so one killed mid-write is simply
-        overwritten by the next save rather than left behind.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(self.to_json(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_json_atomic(Path(path), self.to_json())
 
     def load(self, path: Path) -> None:
         """Read a state file written by ``save``; ``AdaptStateError`` if it is unusable, self unchanged."""

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_ in (("train", "train a model (needs the [train] extra); see emotiond train --help"),
                         ("eval", "score a labelled manifest; see emotiond eval --help"),
+                        ("calibrate", "measure the calibrate stage's reference; see emotiond calibrate --help"),
                         ("monitor", "live view of a daemon's MQTT topics; see emotiond monitor --help")):
         sub.add_parser(name, help=help_, add_help=False)
     return parser
@@ -192,6 +193,10 @@ def cmd_delegate(args: argparse.Namespace) -> int:
             from .daemon.evaluate import eval_main
 
             return eval_main(rest)
+        if args.command == "calibrate":
+            from .daemon.calibration import calibrate_main
+
+            return calibrate_main(rest)
         from .daemon.monitor import monitor_main
 
         return monitor_main(rest)
@@ -209,11 +214,12 @@ COMMANDS = {
     "sample-events": cmd_sample_events,
     "train": cmd_delegate,
     "eval": cmd_delegate,
+    "calibrate": cmd_delegate,
     "monitor": cmd_delegate,
 }
 
 
-DELEGATED = ("train", "eval", "monitor")
+DELEGATED = ("train", "eval", "calibrate", "monitor")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..dsp.adapt import NORMALISERS, HouseholdNormaliser
+from ..dsp.calibrate import reference
 from ..dsp.features import feature_config
 from ..dsp.frontend import FrontendParams
 from ..quiet import quiet_native_stderr
@@ -121,6 +122,11 @@ def load_info(model_path: Path) -> ModelInfo:
             ok = False
         if not ok:
             raise ModelError(f"{side}: 'adapt' must hold prior_mean and prior_var with {n_features} values each")
+    if "calibration" in info.extra:
+        try:
+            reference(info.extra["calibration"]["class_mean_probabilities"], info.labels, 0.5)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ModelError(f"{side}: bad 'calibration' (class_mean_probabilities per label): {exc}") from None
     return info
 
 

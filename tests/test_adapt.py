@@ -216,4 +216,6 @@ def test_a_window_model_gets_the_per_window_normaliser() -> None:
     info = ModelInfo("t", "0", ("a",), FEATURES.to_dict(), 100, PerWindowMean.name)
     assert isinstance(fresh_normaliser(info), PerWindowMean)
     assert isinstance(fresh_normaliser(household_model_info()), HouseholdNormaliser)
-    assert Household(info, AdaptSettings()).describe() == {"normaliser": PerWindowMean.name, "heard_s": None}
+    assert Household(info, AdaptSettings()).describe() == {
+        "normaliser": PerWindowMean.name, "heard_s": None, "calibrate": None
+    }
