@@ -78,8 +78,11 @@ def calibrate_main(argv: list[str]) -> int:
         print(f"emotiond calibrate: {exc}", file=sys.stderr)
         return exc.exit_code
     calibration = {"class_mean_probabilities": rows, "how": HOW, "manifest": args.manifest.name, "clips": used}
-    missing = [label for label, row in zip(job.model.labels, rows, strict=True) if row is None]
-    print(json.dumps({**calibration, "labels_without_clips": missing}, indent=1))
+    print(f"reference measured on {used} clips of {args.manifest} (rows: true class; columns: mean output):")
+    print("  " + " " * 10 + "  " + " ".join(f"{label[:5]:>5}" for label in job.model.labels))
+    for label, row in zip(job.model.labels, rows, strict=True):
+        shown = "no clip: no weight" if row is None else " ".join(f"{v:5.3f}" for v in row)
+        print(f"  {label:>10}  {shown}")
     if args.dry_run:
         return exitcodes.OK
     side = sidecar_path(job.model.path)
