@@ -23,7 +23,8 @@ HEADER = """\
 # emotiond configuration. Every key is shown with its default.
 # Installed location: /etc/emotiond/config.yaml (or pass --config FILE).
 # Override any key with EMOTIOND_<SECTION>__<KEY>=value or --set section.key=value.
-# Pipeline: source -> vad -> denoise -> features -> windows -> adapt -> model -> calibrate -> smoother -> sinks (mqtt, stdout).
+# Pipeline: source -> vad -> denoise -> features -> windows -> adapt -> model -> calibrate -> smoother
+#           -> sinks (mqtt, stdout).
 # Keys shown commented out take the model's own value (from its sidecar; the value shown is the
 # shipped model's): uncomment a key, and its section line, to override the model.
 """

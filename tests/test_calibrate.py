@@ -92,16 +92,16 @@ def calibrated_info(info: ModelInfo, rows: list | None = None) -> ModelInfo:
 def test_its_state_survives_a_restart_and_a_reset_empties_it(tmp_path: Path) -> None:
     info = calibrated_info(household_model_info())
     state = tmp_path / "state" / "household.json"
-    house = Household(info, AdaptSettings(state_file=state), CalibrateSettings())
+    house = Household(info, AdaptSettings(state_file=state), CalibrateSettings(enabled=True))
     assert house.calibrator is not None and house.prior is not None and house.describe()["calibrate"]
     house.prior.update(np.array([1.0, 1.0, 7.0, 1.0]), 10)
     house.maybe_save(force=True)
     prior_file = tmp_path / "state" / "household-prior.json"
     assert prior_file.is_file()
-    again = Household(info, AdaptSettings(state_file=state), CalibrateSettings())  # a restart
+    again = Household(info, AdaptSettings(state_file=state), CalibrateSettings(enabled=True))  # a restart
     assert again.prior is not None and again.prior.windows_heard == 10
     np.testing.assert_allclose(again.prior.mean, house.prior.mean)
-    fresh = Household(info, AdaptSettings(state_file=state, reset=True), CalibrateSettings())
+    fresh = Household(info, AdaptSettings(state_file=state, reset=True), CalibrateSettings(enabled=True))
     assert not prior_file.exists() and not state.exists()
     assert fresh.prior is not None and fresh.prior.windows_heard == 0
     np.testing.assert_allclose(fresh.prior.mean, fresh.prior.reference)
@@ -115,7 +115,7 @@ def test_a_bad_or_foreign_prior_file_is_ignored_with_one_warning(
     state = tmp_path / "household.json"
     prior_file = tmp_path / "household-prior.json"
     if content == "another neutral_share":
-        other = Household(info, AdaptSettings(state_file=state), CalibrateSettings(neutral_share=0.3))
+        other = Household(info, AdaptSettings(state_file=state), CalibrateSettings(enabled=True, neutral_share=0.3))
         assert other.prior is not None
         other.prior.update(np.full(4, 2.5), 10)
         other.maybe_save(force=True)
@@ -123,7 +123,7 @@ def test_a_bad_or_foreign_prior_file_is_ignored_with_one_warning(
     else:
         prior_file.write_text(content)
     with caplog.at_level(logging.WARNING, logger="emotiond"):
-        house = Household(info, AdaptSettings(state_file=state), CalibrateSettings())
+        house = Household(info, AdaptSettings(state_file=state), CalibrateSettings(enabled=True))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(prior_file) in warnings[0] and "\n" not in warnings[0]
     assert house.prior is not None and house.prior.windows_heard == 0
@@ -131,11 +131,13 @@ def test_a_bad_or_foreign_prior_file_is_ignored_with_one_warning(
         house.prior.load(prior_file)
 
 
-def test_the_stage_is_off_without_a_reference_or_when_disabled() -> None:
+def test_the_stage_is_off_by_default_without_a_reference_or_when_disabled() -> None:
     plain = household_model_info()
-    assert fresh_calibrator(plain, CalibrateSettings()) is None
+    assert fresh_calibrator(plain, CalibrateSettings(enabled=True)) is None
     assert fresh_calibrator(calibrated_info(plain), CalibrateSettings(enabled=False)) is None
-    stage = fresh_calibrator(calibrated_info(plain, ROWS), CalibrateSettings(), horizon_s=60.0)
+    assert fresh_calibrator(calibrated_info(plain), load_settings(None, [], environ={}).calibrate) is None
+    assert Household(calibrated_info(plain), AdaptSettings()).calibrator is None
+    stage = fresh_calibrator(calibrated_info(plain, ROWS), CalibrateSettings(enabled=True), horizon_s=60.0)
     assert stage is not None and stage.prior.params.horizon_windows == 240  # 60 s of speech at 4 windows/s
     with pytest.raises(ConfigError, match=r"calibrate\.neutral_share"):
         load_settings(None, ["calibrate.neutral_share=1.5"], environ={})
@@ -181,7 +183,9 @@ def test_the_pipeline_calibrates_between_model_and_smoother(calibrated_model: Pa
 
 def test_emotiond_calibrate_measures_the_reference_into_the_sidecar(tmp_path: Path, model_path: Path) -> None:
     shutil.copy(model_path, tmp_path / "m.tflite")
-    shutil.copy(model_path.with_suffix(".json"), tmp_path / "m.json")
+    side = json.loads(model_path.with_suffix(".json").read_text())
+    side.pop("calibration", None)  # the shipped sidecar carries one: start without
+    (tmp_path / "m.json").write_text(json.dumps(side))
     labels = load_info(model_path).labels
     other = next(label for label in labels if label != "neutral")
     rows = ["path,label,speaker"]

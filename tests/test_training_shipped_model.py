@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from emotiond.daemon.adaptation import fresh_normaliser
+from emotiond.daemon.adaptation import fresh_calibrator, fresh_normaliser
+from emotiond.daemon.config import CalibrateSettings
 from emotiond.dsp.adapt import NORMALISERS, HouseholdNormaliser
 from emotiond.dsp.features import FEATURES
 from emotiond.models.runtime import DEFAULT_MODEL, EmotionModel
@@ -44,6 +45,18 @@ def test_shipped_adapt_stage_matches_dsp() -> None:
     frames = np.random.default_rng(1).normal(-6, 2, (80, FEATURES.n_mels)).astype(np.float32)
     window = normaliser.window(frames, m.info.window_frames)
     assert window.shape == (m.info.window_frames, FEATURES.n_mels) and np.all(window[80:] == 0)
+
+
+def test_shipped_calibration_reference_was_measured_on_validation_speakers_only() -> None:
+    """The calibrate stage's reference: one probability row per label, from the validation manifest, never the test."""
+    side = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    calibration = side["calibration"]
+    rows = calibration["class_mean_probabilities"]
+    assert len(rows) == len(LABELS) and all(row is not None and abs(sum(row) - 1) < 1e-3 for row in rows)
+    assert calibration["clips"] > 1000 and "test" not in calibration["manifest"]
+    stage = fresh_calibrator(EmotionModel(DEFAULT_MODEL).info, CalibrateSettings(enabled=True))
+    assert stage is not None and abs(stage.prior.reference.sum() - 1) < 1e-9
+    assert stage.prior.reference[LABELS.index("neutral")] == max(stage.prior.reference)  # a mostly neutral household
 
 
 def test_split_recorded_in_sidecar_is_speaker_disjoint() -> None:
