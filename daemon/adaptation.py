@@ -115,6 +115,7 @@ class Household:
             try:
                 self.prior.load(self.prior_file)
                 self._saved_windows = self.prior.windows_heard
+                log.info("household prior loaded from %s (%d windows)", self.prior_file, self.prior.windows_heard)
             except AdaptStateError as exc:
                 log.warning("adapt.state_file: %s; the calibrate stage starts from its reference", exc)
         if self.stats is None or self.state_file is None or not self.state_file.exists():
