@@ -42,6 +42,14 @@ class AdaptStateError(Exception):
     """A state file that cannot be used (corrupt, foreign, other band count); the message names it."""
 
 
+def read_json_state(path: Path, what: str) -> object:
+    """A state file's JSON; ``AdaptStateError`` naming the file and ``what`` it should hold if unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdaptStateError(f"{path}: unreadable {what} ({type(exc).__name__})") from None
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write atomically (temp file + fsync + rename): a crash mid-write keeps the previous state.
 
@@ -182,12 +190,7 @@ class HouseholdStats:
 
     def load(self, path: Path) -> None:
         """Read a state file written by ``save``; ``AdaptStateError`` if it is unusable, self unchanged."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AdaptStateError(f"{path}: unreadable household statistics ({type(exc).__name__})") from None
-        self.load_state(data, str(path))
+        self.load_state(read_json_state(Path(path), "household statistics"), str(path))
 
 
 # -- window normalisers ---------------------------------------------------------

@@ -23,7 +23,6 @@ who speaks, and survives restarts in a state file.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .adapt import AdaptStateError, write_json_atomic
+from .adapt import AdaptStateError, read_json_state, write_json_atomic
 
 STATE_SCHEMA = "emotiond.household-prior/1"
 PROB_FLOOR = 1e-4  # a class the household never seems to show must not be boosted without bound
@@ -147,12 +146,8 @@ class HouseholdPrior:
         write_json_atomic(Path(path), self.to_json())
 
     def load(self, path: Path) -> None:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AdaptStateError(f"{path}: unreadable household prior ({type(exc).__name__})") from None
-        self.load_state(data, str(path))
+        """Read a state file written by ``save``; ``AdaptStateError`` if it is unusable, self unchanged."""
+        self.load_state(read_json_state(Path(path), "household prior"), str(path))
 
 
 class Calibrator:
