@@ -37,7 +37,6 @@ class ReloadPlan:
     restart_only: bool  # source, model, adapt or calibrate changed: these wait for a restart
 
 
-
 def _restart_keys(settings: Settings) -> tuple:
     """The sections a running pipeline cannot take over: they hold the audio device, the model or the household."""
     return settings.source, settings.model, settings.adapt, settings.calibrate
