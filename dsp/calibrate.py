@@ -107,7 +107,8 @@ class HouseholdPrior:
     def adjust(self, probs: np.ndarray) -> np.ndarray:
         """One window's probabilities judged against this household's normal."""
         q = np.asarray(probs, dtype=np.float64) * self._ratio
-        return q / q.sum()
+        total = q.sum()
+        return q / total if total > 0 else np.asarray(probs, dtype=np.float64)  # an all-zero window stays as it came
 
     # -- persistence (same rules as the adapt stage's state file) ---------------
 

@@ -59,6 +59,7 @@ def test_a_household_heard_as_mostly_neutral_is_judged_against_its_own_normal() 
     p = np.array([0.3, 0.2, 0.4, 0.1])
     q = prior.adjust(p)
     assert q.sum() == pytest.approx(1.0) and q[2] < p[2] and q[0] > p[0]
+    np.testing.assert_array_equal(prior.adjust(np.zeros(4)), np.zeros(4))  # no NaN from a dead window
 
 
 def test_the_estimate_forgets_with_its_horizon() -> None:
