@@ -71,10 +71,7 @@ def calibrate_main(argv: list[str]) -> int:
     try:
         job = prepare_job(ns)
         rows, used = class_means(job.settings, job.model, job.clips, args.seed)
-    except EvalStop as exc:
-        print(f"emotiond calibrate: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except AudioInputError as exc:
+    except (EvalStop, AudioInputError) as exc:
         print(f"emotiond calibrate: {exc}", file=sys.stderr)
         return exc.exit_code
     calibration = {"class_mean_probabilities": rows, "how": HOW, "manifest": args.manifest.name, "clips": used}

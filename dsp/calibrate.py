@@ -71,9 +71,11 @@ def reference(
     weights[neutral] = neutral_share
     weights[others] = (1.0 - neutral_share) / len(others)
     rows = np.array([row if row is not None else np.zeros(len(labels)) for row in class_means], dtype=np.float64)
-    if rows.shape != (len(labels), len(labels)) or not np.all(np.isfinite(rows)):
+    if rows.shape != (len(labels), len(labels)) or not np.all(np.isfinite(rows)) or np.any(rows < 0):
         raise ValueError("calibration rows must be finite probability vectors, one per label")
     mix = weights @ rows
+    if not mix.sum() > 0:
+        raise ValueError("calibration rows of the classes present are all zero")
     return np.maximum(mix / mix.sum(), PROB_FLOOR)
 
 

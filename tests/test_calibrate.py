@@ -34,6 +34,10 @@ def test_reference_is_a_household_of_neutral_share_neutral_and_the_rest_spread_e
         reference([ROWS[0], ROWS[1], None, None], LABELS, 0.6)
     with pytest.raises(ValueError, match="rows"):
         reference(ROWS[:3], LABELS, 0.6)
+    with pytest.raises(ValueError, match="all zero"):  # never a NaN reference that would stop the daemon at start
+        reference([[0.0] * 4, [0.0] * 4, [0.0] * 4, None], LABELS, 0.6)
+    with pytest.raises(ValueError, match="rows"):
+        reference([[-1.0, 1.0, 0.5, 0.5], *ROWS[1:]], LABELS, 0.6)
 
 
 def test_a_household_that_sounds_as_the_reference_expects_is_left_alone() -> None:
