@@ -29,9 +29,19 @@ LABEL_MAP: dict[str, str | None] = {"calm": "neutral", "boredom": None}
 #: Corpora with categorical labels, trained on the seven classes.
 CORPORA: tuple[str, ...] = ("ravdess", "tess", "savee", "emodb", "turevdb", "ased", "nemo")
 #: BAVED labels the *level* of emotion (low / neutral / high), not a category:
-#: it trains the auxiliary arousal head only (docs/model-card.md).
+#: it trains the auxiliary level head (``--aux-levels``) or the emotion head
+#: through the classes each level allows (``--level-sets``), never a category.
 LEVEL_CORPORA: tuple[str, ...] = ("baved",)
 LEVELS: tuple[str, ...] = ("low", "neutral", "high")
+#: The emotion classes each BAVED level allows (its README: ``low`` = a tired or
+#: bored tone, ``high`` = happy, angry, sad or surprised, ``neutral`` a real
+#: neutral). ``--level-sets`` teaches the emotion head that a level's clip is one
+#: of these, without guessing which: a set-valued target, not an invented label.
+LEVEL_CLASSES: dict[str, tuple[str, ...]] = {
+    "low": ("neutral", "sad"),
+    "neutral": ("neutral",),
+    "high": ("angry", "happy", "sad", "surprised"),
+}
 ALL_CORPORA: tuple[str, ...] = CORPORA + LEVEL_CORPORA
 DATA_ENV = "EMOTIOND_DATA"
 

@@ -18,6 +18,7 @@ def build_model(
     aux_classes: int = 0,
     embed_dims: int = 0,
     domain_classes: int = 0,
+    level_sets: bool = False,
 ):
     """Conv1D + BN + ReLU + pooling blocks (separable after the first), global pooling, softmax.
 
@@ -39,6 +40,10 @@ def build_model(
     layer ``reverse``). It learns to tell them apart while the layers below are
     pushed to make that impossible: what is left should be emotion, not a
     corpus's microphone, room or language. Training only, stripped like ``level``.
+
+    ``level_sets`` adds ``level_set``: the emotion probabilities themselves under a
+    second name, so BAVED windows can be scored by a set-valued loss (``set_nll``)
+    while the emotion windows keep theirs. Training only, stripped like ``level``.
 
     Every op (Conv2D/DepthwiseConv2D after TFLite lowering, MaxPool, Mean,
     Reduce-max, Concatenation, FullyConnected, Softmax) has an int8 kernel in TFLite builtins.
@@ -72,6 +77,8 @@ def build_model(
     heads = {"probs": out}
     if aux_classes > 0:
         heads["level"] = layers.Dense(aux_classes, activation="softmax", name="level")(x)
+    if level_sets:
+        heads["level_set"] = layers.Identity(name="level_set")(out)
     if embed_dims > 0:
         heads["embed"] = layers.Dense(embed_dims, name="embed")(pooled)
     if domain_classes > 0:
@@ -114,6 +121,19 @@ def reversal_scale(epoch: int, epochs: int) -> float:
 
     p = epoch / max(1, epochs)
     return 2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0
+
+
+def set_nll(allowed, probs):
+    """−log of the probability the network gives to the allowed classes together.
+
+    ``allowed`` is a 0/1 mask per window: a clip known only to be "one of these"
+    (a BAVED level) pulls probability into the set without choosing inside it.
+    Windows with an all-zero mask must carry sample weight 0.
+    """
+    import keras
+
+    ops = keras.ops
+    return -ops.log(ops.sum(allowed * probs, axis=-1) + 1e-7)
 
 
 def deployable(model):

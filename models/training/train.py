@@ -40,6 +40,7 @@ from .data import (
     CORPORA,
     LABEL_MAP,
     LABELS,
+    LEVEL_CLASSES,
     LEVEL_CORPORA,
     LEVELS,
     Clip,
@@ -174,6 +175,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="what the adversary tries to tell apart, and the student is pushed not to encode",
     )
     p.add_argument("--aux-weight", type=float, default=0.3, help="weight of the level head's loss")
+    p.add_argument(
+        "--level-sets",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="also teach the emotion head on BAVED: each clip is one of the classes its level allows (a set-valued "
+        "loss); W scales BAVED's weight as one more corpus (0: off)",
+    )
     p.add_argument(
         "--ensemble",
         nargs="+",
@@ -363,6 +372,8 @@ class Inputs:
     inv_std: np.ndarray | None = None
     y_level: np.ndarray | None = None  # (N, len(LEVELS)) auxiliary target, BAVED windows only
     w_level: np.ndarray | None = None
+    y_level_set: np.ndarray | None = None  # (N, len(LABELS)) 0/1 classes a BAVED window's level allows
+    w_level_set: np.ndarray | None = None
     y_embed: np.ndarray | None = None  # (N, dims) teacher embedding of each window's clip (principal components)
     w_embed: np.ndarray | None = None
     y_domain: np.ndarray | None = None  # (N, corpora or speakers) one-hot, for the adversary
@@ -377,6 +388,8 @@ class Inputs:
         heads = {}
         if self.y_level is not None and self.w_level is not None:
             heads["level"] = (self.y_level, self.w_level)
+        if self.y_level_set is not None and self.w_level_set is not None:
+            heads["level_set"] = (self.y_level_set, self.w_level_set)
         if self.y_embed is not None and self.w_embed is not None:
             heads["embed"] = (self.y_embed, self.w_embed)
         if self.y_domain is not None and self.w_domain is not None:
@@ -423,7 +436,7 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
     """The network ``args`` describe, compiled with its schedule and losses; and its deployable view."""
     import keras
 
-    from .model import build_model, deployable
+    from .model import build_model, deployable, set_nll
 
     x = inputs.x
     model = build_model(
@@ -437,11 +450,12 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
         aux_classes=len(LEVELS) if inputs.aux else 0,
         embed_dims=0 if inputs.y_embed is None else inputs.y_embed.shape[1],
         domain_classes=0 if inputs.y_domain is None else inputs.y_domain.shape[1],
+        level_sets=inputs.y_level_set is not None,
     )
     probs_model = deployable(model)  # shares the layers: what is validated, saved and converted
     heads = inputs.extra_heads()
     if heads and args.mixup > 0:
-        raise SystemExit("--mixup cannot be combined with --aux-levels, --kd-embed or --adversary")
+        raise SystemExit("--mixup cannot be combined with --aux-levels, --level-sets, --kd-embed or --adversary")
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
     cce = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
     if heads:
@@ -450,8 +464,15 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
             "level": keras.losses.CategoricalCrossentropy(),
             "embed": keras.losses.MeanSquaredError(),
             "domain": keras.losses.CategoricalCrossentropy(),
+            "level_set": set_nll,
         }
-        weights = {"probs": 1.0, "level": args.aux_weight, "embed": args.kd_embed, "domain": args.adversary}
+        weights = {
+            "probs": 1.0,
+            "level": args.aux_weight,
+            "embed": args.kd_embed,
+            "domain": args.adversary,
+            "level_set": 1.0,  # the windows' own weights carry --level-sets
+        }
         model.compile(
             optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4),
             loss={k: losses[k] for k in ["probs", *heads]},
@@ -723,7 +744,8 @@ def build_inputs(
     level_sets: list[tuple[FeatureSet, list[Clip]]] = (),
     clip_embed: np.ndarray | None = None,
 ) -> Inputs:
-    """Emotion windows (``sets``) and, with ``--aux-levels``, BAVED windows that teach only the level head."""
+    """Emotion windows (``sets``) and BAVED windows (``level_sets``), which teach only the level head
+    (``--aux-levels``) and/or the emotion head through the classes their level allows (``--level-sets``)."""
     n_cat = sum(len(fs.x) for fs, _ in sets)
     n_lev = sum(len(fs.x) for fs, _ in level_sets)
     every = list(sets) + list(level_sets)
@@ -743,7 +765,9 @@ def build_inputs(
         params=AdaptParams(horizon_s=args.horizon_s, prior_s=args.prior_s),
         prior=prior,
     )
-    if level_sets:
+    if level_sets and args.level_sets > 0:
+        inputs.y_level_set, inputs.w_level_set = level_set_targets(sets, level_sets, args.corpus_power, args.level_sets)
+    if level_sets and args.aux_levels:
         index = {n: i for i, n in enumerate(LEVELS)}
         inputs.y_level = np.concatenate(
             [np.zeros((n_cat, len(LEVELS)), np.float32)]
@@ -766,6 +790,35 @@ def build_inputs(
     if args.adversary > 0:
         inputs.y_domain, inputs.w_domain = domain_targets(sets, n_lev, args.adversary_target)
     return inputs
+
+
+def level_set_targets(
+    sets: Sequence[tuple[FeatureSet, list[Clip]]],
+    level_sets: Sequence[tuple[FeatureSet, list[Clip]]],
+    corpus_power: float,
+    scale: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per window, the 0/1 mask of the classes its BAVED level allows (``LEVEL_CLASSES``), and its weight.
+
+    Emotion windows (``sets``, first) get an empty mask and weight 0. BAVED's
+    windows, levels balanced, weigh in all what ``--corpus-power`` would give it as
+    one more training corpus (its clips against the others' clean clips), times ``scale``.
+    """
+    n_cat = sum(len(fs.x) for fs, _ in sets)
+    sizes: dict[str, int] = {}
+    for clip in sets[0][1]:
+        sizes[clip.corpus] = sizes.get(clip.corpus, 0) + 1
+    share = len(level_sets[0][1]) ** corpus_power / sum(n**corpus_power for n in sizes.values())
+    index = {n: i for i, n in enumerate(LABELS)}
+    masks = np.zeros((len(LEVELS), len(LABELS)), np.float32)
+    for i, level in enumerate(LEVELS):
+        masks[i, [index[c] for c in LEVEL_CLASSES[level]]] = 1.0
+    level_index = {n: i for i, n in enumerate(LEVELS)}
+    y = [np.zeros((n_cat, len(LABELS)), np.float32)]
+    y += [masks[[level_index[clips[i].label] for i in fs.clip]] for fs, clips in level_sets]
+    w_lev = np.concatenate([window_weights(fs, clips, 0.0) for fs, clips in level_sets])
+    w_lev *= scale * share * n_cat / w_lev.sum()
+    return np.concatenate(y), np.concatenate([np.zeros(n_cat, np.float32), w_lev.astype(np.float32)])
 
 
 def domain_targets(
@@ -845,8 +898,8 @@ def teacher_embedding_targets(
 def level_data(
     args: argparse.Namespace, root: Path, fp: FrontendParams, noise: list[Path], log
 ) -> tuple[list[tuple[FeatureSet, list[Clip]]], tuple[FeatureSet, list[Clip]] | None]:
-    """BAVED's training windows (clean + augmented) and validation windows, for the auxiliary level head."""
-    if not args.aux_levels:
+    """BAVED's training windows (clean + augmented) and validation windows, for ``--aux-levels``/``--level-sets``."""
+    if not args.aux_levels and args.level_sets <= 0:
         return [], None
     clips = limit_clips(
         [c for corpus in LEVEL_CORPORA for c in load_corpus(root, corpus, mapping=None)], args.limit, args.split_seed
@@ -876,12 +929,34 @@ def level_score(model, level_val: tuple[FeatureSet, list[Clip]], args: argparse.
     ready = normalised(
         fs, clips, args.normalisation, AdaptParams(args.horizon_s, args.prior_s), prior, args.split_seed + 17
     )
-    probs = model.predict(ready.x, batch_size=256, verbose=0)["level"] if len(ready.x) else np.zeros((0, 3))
+    out = model.predict(ready.x, batch_size=256, verbose=0) if len(ready.x) else None
+    if not isinstance(out, dict) or "level" not in out:
+        return level_set_score(out["probs"] if isinstance(out, dict) else out, ready, clips)
+    probs = out["level"]
     index = {n: i for i, n in enumerate(LEVELS)}
     y_true = [index[c.label] for c in clips]
     y_pred = [int(probs[i].mean(axis=0).argmax()) if len(i) else -1 for i in ready.per_clip()]
     m = metrics(y_true, y_pred, LEVELS)
     return {"uar": round(m["uar"], 4), "accuracy": round(m["accuracy"], 4), "n": m["n"]}
+
+
+def level_set_score(probs: np.ndarray | None, ready: FeatureSet, clips: Sequence[Clip]) -> dict[str, Any]:
+    """Without a level head (``--level-sets`` alone): per BAVED level, how often the emotion head's clip
+    prediction lies in the classes that level allows (``LEVEL_CLASSES``), on validation speakers."""
+    index = {n: i for i, n in enumerate(LABELS)}
+    hits: dict[str, list[bool]] = {level: [] for level in LEVELS}
+    for clip_i, idx in enumerate(ready.per_clip()):
+        if probs is None or not len(idx):
+            continue
+        predicted = int(probs[idx].mean(axis=0).argmax())
+        level = clips[clip_i].label
+        hits[level].append(predicted in {index[c] for c in LEVEL_CLASSES[level]})
+    per_level = {k: round(float(np.mean(v)), 4) for k, v in hits.items() if v}
+    return {
+        "in_allowed_set": per_level,
+        "balanced": round(float(np.mean(list(per_level.values()))), 4) if per_level else None,
+        "n": sum(len(v) for v in hits.values()),
+    }
 
 
 def _logger(out: Path, t_start: float):
@@ -1086,7 +1161,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     }
     if level_val is not None:
         results["level_val"] = level_score(full_model, level_val, args, prior)
-        log(f"auxiliary level head on BAVED validation speakers: {json.dumps(results['level_val'])}")
+        log(f"BAVED validation speakers (level head, or the emotion head's sets): {json.dumps(results['level_val'])}")
 
     def kpredict(a):
         return model.predict(a, batch_size=256, verbose=0)
