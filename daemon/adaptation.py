@@ -61,19 +61,20 @@ def fresh_normaliser(info: ModelInfo, horizon_s: float | None = None) -> WindowN
 
 
 def fresh_calibrator(
-    info: ModelInfo, settings: CalibrateSettings, horizon_s: float | None = None
+    info: ModelInfo, settings: CalibrateSettings, horizon_s: float | None = None, hop_frames: int | None = None
 ) -> Calibrator | None:
     """The calibrate stage at its warm start (the validation reference), or None if off or the model has none.
 
     The estimate shares the adapt stage's horizon and warm-start weight,
-    counted in the model's windows (one per ``hop_frames``).
+    counted in windows: one per ``hop_frames`` of speech, the hop the pipeline
+    runs (``windows.hop_ms``), else the model's own.
     """
     calibration = info.extra.get("calibration")
     if not settings.enabled or calibration is None:
         return None
     trained = info.frontend()
     horizon = horizon_s if horizon_s is not None else trained.adapt.horizon_s
-    per_s = FRAMES_PER_SECOND / trained.window.hop_frames
+    per_s = FRAMES_PER_SECOND / (hop_frames or trained.window.hop_frames)
     params = CalibrateParams(settings.neutral_share, horizon * per_s, min(trained.adapt.prior_s, horizon) * per_s)
     ref = reference(calibration["class_mean_probabilities"], info.labels, settings.neutral_share)
     return Calibrator(HouseholdPrior(params, ref))
@@ -82,7 +83,13 @@ def fresh_calibrator(
 class Household:
     """What the daemon has learnt of its household's speech and of its own lean there, and their state files."""
 
-    def __init__(self, info: ModelInfo, settings: AdaptSettings, calibrate: CalibrateSettings | None = None) -> None:
+    def __init__(
+        self,
+        info: ModelInfo,
+        settings: AdaptSettings,
+        calibrate: CalibrateSettings | None = None,
+        hop_frames: int | None = None,
+    ) -> None:
         self.settings = settings
         self.stats: HouseholdStats | None = None
         self.state_file = settings.state_file or default_state_file()
@@ -90,7 +97,7 @@ class Household:
         self._saved_frames = 0
         self._saved_windows = 0
         self.normaliser = fresh_normaliser(info, settings.horizon_s)
-        self.calibrator = fresh_calibrator(info, calibrate or CalibrateSettings(), settings.horizon_s)
+        self.calibrator = fresh_calibrator(info, calibrate or CalibrateSettings(), settings.horizon_s, hop_frames)
         self.prior = self.calibrator.prior if self.calibrator is not None else None
         if isinstance(self.normaliser, HouseholdNormaliser):
             self.stats = self.normaliser.stats

@@ -102,6 +102,12 @@ def build_frontend(settings: Settings, model: EmotionModel, normaliser: WindowNo
     return fp.frontend(normaliser)
 
 
+def load_household(settings: Settings, model: EmotionModel) -> Household:
+    """The daemon's household (adapt and calibrate estimates and their state files), at the hop it runs."""
+    hop_frames = frontend_params(settings, model).window.hop_frames
+    return Household(model.info, settings.adapt, settings.calibrate, hop_frames)
+
+
 def make_source(settings: Settings, fast: bool = False) -> AudioSource:
     """The input ``source.*`` names, not opened: stdin (``-``), a file, or the microphone."""
     src = settings.source
@@ -171,12 +177,13 @@ def build_pipeline(
     """
     normaliser: WindowNormaliser
     calibrator: Calibrator | None
+    fp = frontend_params(settings, model)
     if household is None:
         normaliser = fresh_normaliser(model.info, settings.adapt.horizon_s)
-        calibrator = fresh_calibrator(model.info, settings.calibrate, settings.adapt.horizon_s)
+        calibrator = fresh_calibrator(model.info, settings.calibrate, settings.adapt.horizon_s, fp.window.hop_frames)
     else:
         normaliser, calibrator = household.normaliser, household.calibrator
-    frontend = build_frontend(settings, model, normaliser)
+    frontend = fp.frontend(normaliser)
     smoother = Smoother(model.labels, settings.smoother.params())
     payloads = PayloadFactory(settings.mqtt.device(), clock=clock)
     return Pipeline(frontend, model, smoother, payloads, sinks, on_utterance, calibrator)

@@ -93,6 +93,8 @@ class Pipeline:
         """
         if frontend is not None:
             self._handle(self.frontend.flush())
+            if self.calibrator is not None and frontend.window.hop_frames != self.frontend.window.hop_frames:
+                self.calibrator.prior.recount(self.frontend.window.hop_frames / frontend.window.hop_frames)
             self.frontend = frontend
             self._offset = self.stats.samples
         if smoother is not None:

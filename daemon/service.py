@@ -18,7 +18,7 @@ from .. import __version__, exitcodes
 from ..dsp.audio import AudioInputError
 from ..models.runtime import EmotionModel
 from .adaptation import Household
-from .assembly import StartupError, build_pipeline, load_model, make_sinks, make_source, payload_clock
+from .assembly import StartupError, build_pipeline, load_household, load_model, make_sinks, make_source, payload_clock
 from .config import ConfigError, Settings
 from .logsetup import configure_logging
 from .notify import ServiceNotifier
@@ -103,7 +103,7 @@ class Daemon:
         self.notifier.status("loading model")
         if self.model is None:
             self.model = load_model(self.settings)
-        self.household = Household(self.model.info, self.settings.adapt, self.settings.calibrate)
+        self.household = load_household(self.settings, self.model)
         if self._make_sinks:
             self.sinks.replace(make_sinks(self.settings, self.model.labels, self.force_stdout))
         self._mqtt_password = self.settings.mqtt_password() if self.settings.mqtt.enabled else None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,13 @@ class HouseholdPrior:
         self.count = min(self.count + n, self.params.horizon_windows)
         self.windows_heard += n
         self._ratio = self.reference / np.maximum(self.mean, PROB_FLOOR)
+
+    def recount(self, factor: float) -> None:
+        """The pipeline's hop changed (a reload of ``windows.hop_ms``): the same speech is ``factor`` times as
+        many windows, so the horizon and what is remembered keep their length in seconds."""
+        p = self.params
+        self.params = replace(p, horizon_windows=p.horizon_windows * factor, prior_windows=p.prior_windows * factor)
+        self.count *= factor
 
     def adjust(self, probs: np.ndarray) -> np.ndarray:
         """One window's probabilities judged against this household's normal."""

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from emotiond.daemon.adaptation import Household, fresh_calibrator
-from emotiond.daemon.assembly import build_pipeline, load_model
+from emotiond.daemon.assembly import build_pipeline, load_household, load_model
 from emotiond.daemon.calibration import calibrate_main
 from emotiond.daemon.config import AdaptSettings, CalibrateSettings, ConfigError, load_settings
+from emotiond.daemon.reload import apply_plan, plan_reload
 from emotiond.dsp.adapt import AdaptStateError
 from emotiond.dsp.calibrate import CalibrateParams, Calibrator, HouseholdPrior, reference
 from emotiond.models.runtime import ModelError, ModelInfo, load_info
@@ -219,3 +220,31 @@ def test_a_bad_calibration_in_a_sidecar_is_a_model_error_naming_it(tmp_path: Pat
     (tmp_path / "m.json").write_text(json.dumps(side))
     with pytest.raises(ModelError, match=r"m\.json: bad 'calibration'"):
         load_info(tmp_path / "m.tflite")
+
+
+def test_the_horizon_is_counted_at_the_hop_the_pipeline_runs(calibrated_model: Path, tmp_path: Path) -> None:
+    """``windows.hop_ms`` 500 gives half the windows per second of speech: the horizon in windows halves with it."""
+    base = [f"model.path={calibrated_model}", "calibrate.enabled=true", "adapt.horizon_s=60",
+            f"adapt.state_file={tmp_path / 'household.json'}"]
+    for hop_ms, windows in ((250, 240), (500, 120)):
+        settings = load_settings(None, [*base, f"windows.hop_ms={hop_ms}"], environ={})
+        model = load_model(settings)
+        pipe = build_pipeline(settings, model, [])
+        assert pipe.calibrator is not None and pipe.calibrator.prior.params.horizon_windows == windows
+        house = load_household(settings, model)
+        assert house.calibrator is not None and house.calibrator.prior.params.horizon_windows == windows
+
+
+def test_a_reload_that_changes_the_hop_keeps_the_horizon_in_seconds(calibrated_model: Path, tmp_path: Path) -> None:
+    config = tmp_path / "emotiond.yaml"
+    config.write_text(f"model:\n  path: {calibrated_model}\ncalibrate:\n  enabled: true\nadapt:\n  horizon_s: 60\n")
+    old = load_settings(config, [], environ={})
+    model = load_model(old)
+    pipe = build_pipeline(old, model, [])
+    pipe.calibrator.prior.update(np.full(len(model.labels), 1.0 / len(model.labels)) * 300, 300)  # 300 s of speech
+    assert pipe.calibrator.prior.count == 240  # the horizon, at 4 windows per second
+    config.write_text(config.read_text() + "windows:\n  hop_ms: 500\n")
+    plan = plan_reload(old, config, (), model, None, False)
+    apply_plan(plan, pipe, model, pipe.frontend.normaliser, "online")
+    assert pipe.frontend.window.hop_frames == 50
+    assert pipe.calibrator.prior.params.horizon_windows == 120 and pipe.calibrator.prior.count == 120
