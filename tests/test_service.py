@@ -62,6 +62,16 @@ def spawn(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Pop
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
+def wait_ready(notify: NotifySocket, timeout: float = 30.0) -> None:
+    """READY=1 comes once the signal handlers are in place and audio flows: only then is a SIGHUP a reload.
+
+    A fixed sleep is not enough on a loaded machine: a SIGHUP before the handler kills the process.
+    """
+    deadline = time.monotonic() + timeout
+    while not any(m == "READY=1" for _, m in notify.drain(0.2)):
+        assert time.monotonic() < deadline, "the daemon never sent READY=1"
+
+
 def test_ready_watchdog_and_status_reach_systemd(notify_socket: NotifySocket, speech_wav: Path, model_path: Path):
     proc = spawn("run", "--input", str(speech_wav), "--set", "mqtt.enabled=false", "--set", f"model.path={model_path}",
                  env={"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "400000"})
@@ -179,16 +189,19 @@ def test_sigterm_exits_quickly_with_offline_retained(broker, subscriber, model_p
     assert 0 < health.json()["rss_mb"] <= health.json()["peak_rss_mb"]
 
 
-def test_sighup_applies_a_new_threshold_without_a_gap(tmp_path: Path, speech_scene, model_path) -> None:
+def test_sighup_applies_a_new_threshold_without_a_gap(tmp_path: Path, speech_scene, model_path,
+                                                      notify_socket: NotifySocket) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"model:\n  path: {model_path}\nmqtt:\n  enabled: false\nstdout:\n  enabled: true\n"
                       "smoother:\n  min_confidence: 1.0\n")
-    proc = spawn("run", "--config", str(config), "--input", "-", stdin=subprocess.PIPE)
+    proc = spawn("run", "--config", str(config), "--input", "-", stdin=subprocess.PIPE,
+                 env={"NOTIFY_SOCKET": notify_socket.path})
     pcm = (np.clip(speech_scene[0], -1, 1) * 32767).astype("<i2").tobytes()
     half = len(pcm) // 2 // 2 * 2
     proc.stdin.write(pcm[:half])
     proc.stdin.flush()
-    time.sleep(2.5)
+    wait_ready(notify_socket)
+    time.sleep(1.0)  # let the first half be processed under the old threshold
     config.write_text(config.read_text().replace("min_confidence: 1.0", "min_confidence: 0.0"))
     proc.send_signal(signal.SIGHUP)
     time.sleep(1.0)
@@ -209,11 +222,15 @@ def test_sighup_applies_a_new_threshold_without_a_gap(tmp_path: Path, speech_sce
     assert b"configuration reloaded (changed: smoother)" in err
 
 
-def test_invalid_reload_keeps_the_running_config(tmp_path: Path, speech_scene, model_path) -> None:
+def test_invalid_reload_keeps_the_running_config(tmp_path: Path, speech_scene, model_path,
+                                                 notify_socket: NotifySocket) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"model:\n  path: {model_path}\nmqtt:\n  enabled: false\n")
-    proc = spawn("run", "--config", str(config), "--input", "-", stdin=subprocess.PIPE)
-    time.sleep(2.0)
+    proc = spawn("run", "--config", str(config), "--input", "-", stdin=subprocess.PIPE,
+                 env={"NOTIFY_SOCKET": notify_socket.path})
+    proc.stdin.write(bytes(SR // 5 * 2))  # 0.2 s of silence: audio flows, READY=1 follows
+    proc.stdin.flush()
+    wait_ready(notify_socket)
     config.write_text("vad:\n  aggressiveness: 9\n")
     proc.send_signal(signal.SIGHUP)
     time.sleep(1.0)
