@@ -18,6 +18,7 @@ from emotiond.dsp.frontend import FrontendParams, WindowParams
 from emotiond.models.training.augment import augment, spec_mask
 from emotiond.models.training.data import (
     LABELS,
+    LEVELS,
     Clip,
     data_dir,
     load_corpus,
@@ -419,6 +420,8 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     labels = ["angry", "happy", "sad"]
     rows = [(f"{spk}{i}", labels[i % 3], spk) for spk in ("DC", "JE", "JK", "KL") for i in range(3)]
     make_corpus(tmp_path / "data", "savee", rows)
+    levels = [(f"b{spk}{i}", lv, spk) for spk in ("S1", "S2", "S3", "S4", "S5") for i, lv in enumerate(LEVELS)]
+    make_corpus(tmp_path / "data", "baved", levels)  # unused until --level-sets
     out = tmp_path / "out"
     # its own process, as a user runs it: train sets TensorFlow's thread pools, which only a fresh process allows
     proc = subprocess.run(
@@ -453,7 +456,7 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     model = EmotionModel(out / "emotion_int8.tflite")
     side = json.loads((out / "emotion_int8.json").read_text())
-    assert "denoise" in side and "gate" not in side
+    assert "denoise" in side and "gate" not in side and side["level_corpora"] == [] and side["level_sets"] == 0
     assert model.info.frontend() == FrontendParams(adapt=model.info.frontend().adapt)
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 1 and "test_tflite_int8" in metrics
@@ -461,10 +464,11 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
 
     # the run just trained as a window teacher (--kd-windows) of a second student, a comparison
     # run that never scores the test speakers (--no-test): int8 is checked on validation speakers;
-    # it also trains beside a corpus adversary (--adversary), which the shipped network leaves out
+    # it also trains beside a corpus adversary (--adversary), which the shipped network leaves out,
+    # and learns from BAVED's levels through the classes they allow (--level-sets: train + val speakers)
     out2 = tmp_path / "student"
     argv2 = [a if a != str(out) else str(out2) for a in proc.args]
-    argv2 += ["--kd-windows", str(out), "--no-test", "--adversary", "0.3"]
+    argv2 += ["--kd-windows", str(out), "--no-test", "--adversary", "0.3", "--level-sets", "1"]
     proc2 = subprocess.run(argv2, capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0, proc2.stderr[-2000:]
     metrics2 = json.loads((out2 / "metrics.json").read_text())
@@ -472,7 +476,10 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     assert "val_tflite_int8" in metrics2 and "int8_minus_float_uar" in metrics2
     assert "domain_loss" in metrics2["history"][0] and metrics2["args"]["adversary"] == "0.3"
     assert not [k for k in metrics2 if k.startswith("test")] and not (out2 / "report").exists()
-    assert "val_uar_int8" in json.loads((out2 / "emotion_int8.json").read_text())["metrics"]
+    side2 = json.loads((out2 / "emotion_int8.json").read_text())
+    assert "val_uar_int8" in side2["metrics"] and side2["level_corpora"] == ["baved"] and side2["level_sets"] == 1
+    assert "level corpora: 12 training clips, 0 validation clips" in proc2.stderr + proc2.stdout
+    assert list(EmotionModel(out2 / "emotion_int8.tflite").info.labels) == list(LABELS)  # the set head never ships
     assert "test (" not in proc2.stderr + proc2.stdout
     bad = subprocess.run([*argv2, "--teacher", "10"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "--kd-windows cannot be combined with --teacher" in bad.stderr

