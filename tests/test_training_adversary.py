@@ -13,26 +13,14 @@ from emotiond.models.training.featurize import FeatureSet
 from emotiond.models.training.model import reversal_scale
 from emotiond.models.training.train import domain_targets
 
+from .fixtures_windows import window_set
+
 
 def _set(corpora: list[str], windows_per_clip: int) -> tuple[FeatureSet, list[Clip]]:
     clips = [
         Clip(c, f"s{i}", Path(f"{c}/{i}.wav"), "neutral", "neutral", f"{c}:a", "f", 1.0) for i, c in enumerate(corpora)
     ]
-    clip_of_window = np.repeat(np.arange(len(clips)), windows_per_clip)
-    n = len(clip_of_window)
-    empty = np.zeros((0, 3), np.float32)
-    fs = FeatureSet(
-        x=np.zeros((n, 4, 3), np.float16),
-        clip=clip_of_window,
-        n_clips=len(clips),
-        n_frames=np.full(n, 4),
-        seg=np.zeros(n, np.int64),
-        seg_clip=np.zeros(0, np.int64),
-        seg_n=np.zeros(0, np.int64),
-        seg_sum=empty,
-        seg_sumsq=empty,
-    )
-    return fs, clips
+    return window_set(clips, windows_per_clip), clips
 
 
 def test_every_corpus_weighs_the_same_and_level_windows_nothing() -> None:

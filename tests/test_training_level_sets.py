@@ -10,6 +10,8 @@ from emotiond.models.training.data import LABELS, LEVEL_CLASSES, LEVELS, Clip
 from emotiond.models.training.featurize import FeatureSet
 from emotiond.models.training.train import level_set_targets
 
+from .fixtures_windows import window_set
+
 
 def _set(rows: list[tuple[str, str]], windows_per_clip: int) -> tuple[FeatureSet, list[Clip]]:
     """One window set over clips given as (corpus, label)."""
@@ -17,21 +19,7 @@ def _set(rows: list[tuple[str, str]], windows_per_clip: int) -> tuple[FeatureSet
         Clip(corpus, f"s{i}", Path(f"{corpus}/{i}.wav"), label, label, f"{corpus}:a", "f", 1.0)
         for i, (corpus, label) in enumerate(rows)
     ]
-    clip_of_window = np.repeat(np.arange(len(clips)), windows_per_clip)
-    n = len(clip_of_window)
-    empty = np.zeros((0, 3), np.float32)
-    fs = FeatureSet(
-        x=np.zeros((n, 4, 3), np.float16),
-        clip=clip_of_window,
-        n_clips=len(clips),
-        n_frames=np.full(n, 4),
-        seg=np.zeros(n, np.int64),
-        seg_clip=np.zeros(0, np.int64),
-        seg_n=np.zeros(0, np.int64),
-        seg_sum=empty,
-        seg_sumsq=empty,
-    )
-    return fs, clips
+    return window_set(clips, windows_per_clip), clips
 
 
 def test_every_level_allows_what_the_data_readme_says() -> None:
