@@ -63,3 +63,32 @@ def test_the_set_loss_is_the_log_of_the_set_probability_and_the_head_never_ships
     assert set(full) == {"probs", "level_set"}
     np.testing.assert_allclose(full["level_set"], full["probs"])
     np.testing.assert_allclose(deployable(model).predict(x, verbose=0), full["probs"], atol=1e-6)
+
+
+def test_a_level_manifest_and_its_score_read_the_levels_back(tmp_path: Path) -> None:
+    """BAVED through ``emotiond eval``: a stand-in class per level in, each level's allowed-set rate out."""
+    from emotiond.models.training.level_eval import STAND_IN, level_score, main, write_manifest
+
+    from .test_training_data import make_corpus
+
+    levels = [(f"b{spk}{i}", lv, spk) for spk in ("S1", "S2", "S3", "S4", "S5") for i, lv in enumerate(LEVELS)]
+    make_corpus(tmp_path / "data", "baved", levels)
+    assert write_manifest(tmp_path / "data", tmp_path / "all.csv", "all") == 15
+    assert write_manifest(tmp_path / "data", tmp_path / "test.csv", "test") == 3  # one of five speakers
+    rows = (tmp_path / "all.csv").read_text().splitlines()
+    assert rows[0] == "path,label,speaker" and {r.split(",")[1] for r in rows[1:]} == set(STAND_IN.values())
+
+    labels = list(LABELS)
+    confusion = np.zeros((len(labels), len(labels) + 1), int)
+    row = {level: labels.index(STAND_IN[level]) for level in LEVELS}
+    confusion[row["neutral"], labels.index("neutral")] = 3  # 3 of 4 neutral clips called neutral
+    confusion[row["neutral"], labels.index("angry")] = 1
+    confusion[row["high"], labels.index("happy")] = 2  # high: 2 of 4 in its set, 1 neutral, 1 without an event
+    confusion[row["high"], labels.index("neutral")] = 1
+    confusion[row["high"], len(labels)] = 1
+    confusion[row["low"], labels.index("sad")] = 4
+    result = {"results": {"session": {"labels": labels, "confusion": confusion.tolist()}}}
+    score = level_score(result)
+    assert score == pytest.approx({"neutral": 0.75, "high": 0.5, "low": 1.0, "mean": 0.75})
+    (tmp_path / "r.json").write_text(__import__("json").dumps(result))
+    assert main(["score", str(tmp_path / "r.json")]) == 0
