@@ -91,11 +91,15 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
 
 
+def mel_band_edges_hz(cfg: FeatureConfig = FEATURES) -> np.ndarray:
+    """The ``n_mels + 2`` corner frequencies of the triangles; band ``j`` peaks at ``edges[j + 1]``."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))
+
+
 def mel_filterbank(cfg: FeatureConfig = FEATURES) -> np.ndarray:
     """Slaney-normalised triangular filters, shape ``(n_bins, n_mels)``."""
     fft_freqs = np.linspace(0.0, cfg.sample_rate / 2, cfg.n_bins)
-    mel_points = np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2)
-    hz_points = _mel_to_hz(mel_points)
+    hz_points = mel_band_edges_hz(cfg)
     fdiff = np.diff(hz_points)
     ramps = hz_points[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]

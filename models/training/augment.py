@@ -2,6 +2,7 @@
 
 Every augmented copy is then run through ``emotiond.dsp.frontend.clip_windows``
 like clean audio, so the VAD and the noise gate see the noise as they would live.
+``voice_warp`` gives every window a vocal tract of its own on the mel axis.
 Noise is mixed with the one noise kit (``emotiond.dsp.noise``: its SNR is the one
 ``emotiond eval --noise`` and the benches use). SpecAugment-style masks act on
 feature windows (``spec_mask``) during training.
@@ -15,6 +16,7 @@ from math import gcd
 import numpy as np
 from scipy.signal import fftconvolve, resample_poly
 
+from ...dsp.features import FEATURES, FeatureConfig, mel_band_edges_hz
 from ...dsp.noise import add_at_snr, babble, rms
 
 SR = 16_000
@@ -94,4 +96,39 @@ def spec_mask(
             w = int(rng.integers(0, max_freq + 1))
             s = int(rng.integers(0, max(1, f - w)))
             out[i, :, s : s + w] = 0.0
+    return out
+
+
+def voice_warp(
+    batch: np.ndarray,
+    rng: np.random.Generator,
+    spread: float,
+    cfg: FeatureConfig = FEATURES,
+) -> np.ndarray:
+    """Vocal-tract length perturbation (VTLP) of windows ``(B, T, F)``, a fresh warp per window.
+
+    Why on features and not audio: a warp drawn per window and per epoch makes
+    every pass a new set of voices at no extraction cost, where a warped audio
+    copy is one fixed voice per clip for the whole run. Band ``j`` of a window
+    warped by ``alpha`` is read at ``f_j / alpha`` (``alpha > 1``: a shorter
+    tract, formants up), interpolated between neighbouring band centres and
+    clamped at the edges. Only the mel bands move; periodicity bands after them
+    are left alone.
+    """
+    if spread <= 0:
+        return batch
+    centres = mel_band_edges_hz(cfg)[1:-1]
+    n = cfg.n_mels
+    alpha = rng.uniform(1.0 - spread, 1.0 + spread, size=len(batch))
+    pos = np.interp(centres[None, :] / alpha[:, None], centres, np.arange(n, dtype=np.float64))  # (B, n)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (pos - lo).astype(batch.dtype)[:, None, :]
+    mel = batch[:, :, :n]
+    warped = (
+        np.take_along_axis(mel, lo[:, None, :], axis=2) * (1 - frac)
+        + np.take_along_axis(mel, hi[:, None, :], axis=2) * frac
+    )
+    out = batch.copy()
+    out[:, :, :n] = warped
     return out

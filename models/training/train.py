@@ -35,7 +35,7 @@ from ...dsp.features import FEATURES, FeatureConfig
 from ...dsp.frontend import FrontendParams, WindowParams
 from ..evaluate import clip_prediction, metrics, per_class_table, plot_confusion
 from ..runtime import EmotionModel, ModelInfo, sidecar_path
-from .augment import spec_mask
+from .augment import spec_mask, voice_warp
 from .data import (
     CORPORA,
     LABEL_MAP,
@@ -116,6 +116,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pooling", choices=("avg", "avgmax"), default="avg", help="global pooling before the classifier")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter; 0 turns it off")
     p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument(
+        "--voice-warp",
+        type=float,
+        default=0.0,
+        help="VTLP on the mel axis: each window, each epoch, warped by alpha ~ U(1-W, 1+W); 0 turns it off",
+    )
     p.add_argument("--corpus-power", type=float, default=0.5, help="corpus weight = size ** power (0.5 sqrt, 0 equal)")
     p.add_argument("--aug-copies", type=int, default=1, help="augmented copies of each training clip")
     p.add_argument("--train-stride", type=int, default=1, help="use every N-th training window per epoch")
@@ -576,7 +582,7 @@ def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator,
 
         def __getitem__(self, i):
             idx = self.order[i * args.batch_size : (i + 1) * args.batch_size]
-            xb = spec_mask(inputs.batch(idx), rng)
+            xb = spec_mask(voice_warp(inputs.batch(idx), rng, args.voice_warp, model_features(args)), rng)
             yb = self.y[idx]
             wb = inputs.w[idx]
             heads = inputs.extra_heads()
