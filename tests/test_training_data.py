@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from emotiond.dsp.frontend import FrontendParams, WindowParams
-from emotiond.models.training.augment import augment, spec_mask
+from emotiond.models.training.augment import augment, spec_mask, voice_warp
 from emotiond.models.training.data import (
     LABELS,
     LEVELS,
@@ -157,6 +157,28 @@ def test_augment_and_masks_are_sane() -> None:
     batch = np.ones((4, 100, 40), np.float32)
     masked = spec_mask(batch, rng, max_time=10, max_freq=4)
     assert masked.shape == batch.shape and (masked == 0).any() and (masked == 1).mean() > 0.6
+
+
+def test_voice_warp_moves_formants_with_the_drawn_tract_and_leaves_pitch_bands() -> None:
+    """alpha > 1 (a shorter tract) must move a spectral peak up the mel axis, alpha < 1 down; 0 is the identity."""
+    import dataclasses
+
+    from emotiond.dsp.features import FEATURES
+
+    cfg = dataclasses.replace(FEATURES, pitch_bands=4)
+    bands = np.arange(cfg.n_features, dtype=np.float32)
+    peak = np.exp(-0.5 * ((bands - 24) / 2.0) ** 2)
+    peak[cfg.n_mels :] = np.array([0.1, 0.2, 0.3, 0.4])
+    batch = np.tile(peak, (64, 5, 1)).astype(np.float32)
+    assert voice_warp(batch, np.random.default_rng(1), 0.0, cfg) is batch
+    warped = voice_warp(batch, np.random.default_rng(1), 0.1, cfg)
+    alpha = np.random.default_rng(1).uniform(0.9, 1.1, size=64)  # the draw voice_warp makes
+    mel = warped[:, 0, : cfg.n_mels]
+    centroid = (mel * bands[: cfg.n_mels]).sum(axis=1) / mel.sum(axis=1)
+    assert np.all(np.sign(centroid - 24) == np.sign(alpha - 1))
+    assert 0.5 < np.max(np.abs(centroid - 24)) < 2.5  # about a band per 10 % near 2 kHz, not a jump across the axis
+    assert np.array_equal(warped[:, :, cfg.n_mels :], batch[:, :, cfg.n_mels :])
+    assert np.allclose(warped[:, 0], warped[:, 4])  # one warp per window, the same in every frame
 
 
 def _real_data() -> Path:
@@ -465,16 +487,18 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     # the run just trained as a window teacher (--kd-windows) of a second student, a comparison
     # run that never scores the test speakers (--no-test): int8 is checked on validation speakers;
     # it also trains beside a corpus adversary (--adversary), which the shipped network leaves out,
-    # and learns from BAVED's levels through the classes they allow (--level-sets: train + val speakers)
+    # and learns from BAVED's levels through the classes they allow (--level-sets: train + val speakers),
+    # every window in a voice of its own (--voice-warp)
     out2 = tmp_path / "student"
     argv2 = [a if a != str(out) else str(out2) for a in proc.args]
-    argv2 += ["--kd-windows", str(out), "--no-test", "--adversary", "0.3", "--level-sets", "1"]
+    argv2 += ["--kd-windows", str(out), "--no-test", "--adversary", "0.3", "--level-sets", "1", "--voice-warp", "0.1"]
     proc2 = subprocess.run(argv2, capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0, proc2.stderr[-2000:]
     metrics2 = json.loads((out2 / "metrics.json").read_text())
     assert metrics2["teacher"]["window_teacher"] == {"runs": [str(out)], "kd_weight": 0.5, "kd_temp": 2.0}
     assert "val_tflite_int8" in metrics2 and "int8_minus_float_uar" in metrics2
     assert "domain_loss" in metrics2["history"][0] and metrics2["args"]["adversary"] == "0.3"
+    assert metrics2["args"]["voice_warp"] == "0.1"
     assert not [k for k in metrics2 if k.startswith("test")] and not (out2 / "report").exists()
     side2 = json.loads((out2 / "emotion_int8.json").read_text())
     assert "val_uar_int8" in side2["metrics"] and side2["level_corpora"] == ["baved"] and side2["level_sets"] == 1
