@@ -300,6 +300,7 @@ def score_sessions(
     y_true: list[int] = []
     y_pred: list[int] = []
     groups: list[str] = []
+    positions: list[int] = []
     misses: list[str] = []
     per_speaker: dict[str, list[int]] = {}
     n_events = 0
@@ -309,7 +310,8 @@ def score_sessions(
     for speaker, session in played.items():
         per_clip, seconds = run_session(settings, model, session, rng, progress)
         audio_s += seconds
-        for clip, events in zip(session, per_clip, strict=True):
+        for position, (clip, events) in enumerate(zip(session, per_clip, strict=True)):
+            positions.append(position)
             n_events += len(events)
             probs = stream_probabilities(events, labels)
             pred = -1 if probs is None else int(np.argmax(probs))
@@ -329,9 +331,41 @@ def score_sessions(
     result["prediction"] = "duration-weighted mean of the clip's utterance events, one pipeline per speaker"
     result["per_speaker_accuracy"] = {s: float(np.mean(v)) for s, v in sorted(per_speaker.items())}
     result.update(per_corpus(y_true, y_pred, groups, labels))
+    result["by_position"] = by_position(y_true, y_pred, groups, positions, labels)
     result["cpu_s"] = round(time.process_time() - t0, 3)
     result["audio_s"] = round(audio_s, 3)
     return result
+
+
+POSITION_BUCKETS = (10, 30, 100)  # where the warm-up table cuts a session: after the 10th, 30th, 100th clip
+
+
+def by_position(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    speakers: Sequence[str],
+    positions: Sequence[int],
+    labels: Sequence[str],
+) -> dict[str, Any]:
+    """Metrics by how many clips the session's pipeline had already heard (``1-10``, ``11-30``, ...).
+
+    Why: the household stage starts from the training statistics and learns the
+    household as it listens, so a user asks how long it takes to pay off. A
+    bucket pools every session's clips at those positions; ``per_corpus`` keeps
+    corpora with different class sets apart.
+    """
+    starts = (0, *POSITION_BUCKETS)
+    ends = (*POSITION_BUCKETS, None)
+    out: dict[str, Any] = {}
+    for lo, hi in zip(starts, ends, strict=True):
+        sel = [i for i, p in enumerate(positions) if p >= lo and (hi is None or p < hi)]
+        if not sel:
+            continue
+        m = metrics([y_true[i] for i in sel], [y_pred[i] for i in sel], labels)
+        entry: dict[str, Any] = {k: m[k] for k in ("n", "uar", "accuracy")}
+        entry.update(per_corpus([y_true[i] for i in sel], [y_pred[i] for i in sel], [speakers[i] for i in sel], labels))
+        out[f"{lo + 1}-{hi}" if hi is not None else f"{lo + 1}+"] = entry
+    return out
 
 
 def per_corpus(y_true: Sequence[int], y_pred: Sequence[int], speakers: Sequence[str], labels: Sequence[str]) -> dict:

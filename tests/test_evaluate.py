@@ -200,6 +200,23 @@ def test_session_mode_plays_each_speaker_through_one_pipeline_in_order(
     assert res["utterance_events"] >= 4
     for key in ("uar", "accuracy", "macro_f1", "per_class", "confusion"):
         assert key in res
+    # the warm-up table: every clip at its position in its own session (3 and 2 clips: all within the first 10)
+    assert list(res["by_position"]) == ["1-10"] and res["by_position"]["1-10"]["n"] == 5
+
+
+def test_by_position_buckets_clips_by_how_much_the_session_had_heard() -> None:
+    from emotiond.daemon.evaluate import by_position
+
+    labels = ["angry", "neutral"]
+    positions = list(range(40)) + list(range(5))  # one session of 40 clips, one of 5
+    speakers = ["a:x"] * 40 + ["b:y"] * 5
+    y_true = [i % 2 for i in range(45)]
+    y_pred = [t if p >= 10 else 1 - t for t, p in zip(y_true, positions, strict=True)]  # wrong until clip 11
+    out = by_position(y_true, y_pred, speakers, positions, labels)
+    assert list(out) == ["1-10", "11-30", "31-100"]
+    assert [out[k]["n"] for k in out] == [15, 20, 10]
+    assert out["1-10"]["accuracy"] == 0.0 and out["11-30"]["uar"] == 1.0
+    assert out["1-10"]["per_corpus"]["b"]["n"] == 5 and "b" not in out["11-30"]["per_corpus"]
 
 
 def test_session_skew_subsamples_the_other_classes(manifest: Path) -> None:
