@@ -500,6 +500,10 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
     labels = results[modes[0]]["labels"]
     lines.append("per-class recall: " + ", ".join(
         f"{k} " + "/".join(f"{results[m]['per_class'][k]['recall']:.2f}" for m in modes) for k in labels))
+    for m in modes:
+        if results[m].get("by_position"):
+            lines.append(f"{m} UAR by clips heard: " + ", ".join(
+                f"{b} {v['uar']:.3f} (n={v['n']})" for b, v in results[m]["by_position"].items()))
     return "\n".join(lines)
 
 

@@ -169,7 +169,7 @@ def test_json_output_gets_confusion_png_and_per_class_table_beside_it(tmp_path, 
 
 
 def test_session_mode_plays_each_speaker_through_one_pipeline_in_order(
-    usable_model: Path, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    usable_model: Path, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     import emotiond.daemon.evaluate as ev
 
@@ -202,6 +202,7 @@ def test_session_mode_plays_each_speaker_through_one_pipeline_in_order(
         assert key in res
     # the warm-up table: every clip at its position in its own session (3 and 2 clips: all within the first 10)
     assert list(res["by_position"]) == ["1-10"] and res["by_position"]["1-10"]["n"] == 5
+    assert "session UAR by clips heard: 1-10 " in capsys.readouterr().out
 
 
 def test_by_position_buckets_clips_by_how_much_the_session_had_heard() -> None:
