@@ -179,6 +179,12 @@ def test_voice_warp_moves_formants_with_the_drawn_tract_and_leaves_pitch_bands()
     assert 0.5 < np.max(np.abs(centroid - 24)) < 2.5  # about a band per 10 % near 2 kHz, not a jump across the axis
     assert np.array_equal(warped[:, :, cfg.n_mels :], batch[:, :, cfg.n_mels :])
     assert np.allclose(warped[:, 0], warped[:, 4])  # one warp per window, the same in every frame
+    with pytest.raises(ValueError, match="spread"):
+        voice_warp(batch, np.random.default_rng(1), 1.0, cfg)
+    from emotiond.models.training.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--voice-warp", "0.7"])
 
 
 def _real_data() -> Path:

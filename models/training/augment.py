@@ -115,7 +115,9 @@ def voice_warp(
     clamped at the edges. Only the mel bands move; periodicity bands after them
     are left alone.
     """
-    if spread <= 0:
+    if not 0 <= spread < 1:
+        raise ValueError(f"voice warp spread {spread}: expected 0 <= spread < 1")
+    if spread == 0:
         return batch
     centres = mel_band_edges_hz(cfg)[1:-1]
     n = cfg.n_mels

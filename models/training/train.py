@@ -226,7 +226,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="hyper-parameter selection run: validation only, test speakers are not scored",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 <= args.voice_warp < 0.5:
+        p.error(f"--voice-warp {args.voice_warp}: expected 0 <= W < 0.5 (alpha = 1 +- W must stay positive)")
+    return args
 
 
 # -- splits ----------------------------------------------------------------------
