@@ -292,11 +292,16 @@ def score_sessions(
     seed: int = 0,
     skew: tuple[str, float] | None = None,
     progress: Callable[[], None] | None = None,
+    draws: int = 1,
 ) -> dict[str, Any]:
-    """``--mode session``: every speaker's clips through one pipeline each, so adaptation evolves as live."""
+    """``--mode session``: every speaker's clips through one pipeline each, so adaptation evolves as live.
+
+    With ``draws`` > 1 the sessions are played again in new orders (seeds
+    ``seed`` .. ``seed + draws - 1``) and every metric pools all of them: which
+    clips happen to come first moves a position bucket by several points.
+    """
     labels = list(model.labels)
     index = {k: i for i, k in enumerate(labels)}
-    rng = np.random.default_rng(seed)
     y_true: list[int] = []
     y_pred: list[int] = []
     groups: list[str] = []
@@ -306,27 +311,32 @@ def score_sessions(
     n_events = 0
     audio_s = 0.0
     t0 = time.process_time()
-    played = sessions(clips, seed, skew)
-    for speaker, session in played.items():
-        per_clip, seconds = run_session(settings, model, session, rng, progress)
-        audio_s += seconds
-        for position, (clip, events) in enumerate(zip(session, per_clip, strict=True)):
-            positions.append(position)
-            n_events += len(events)
-            probs = stream_probabilities(events, labels)
-            pred = -1 if probs is None else int(np.argmax(probs))
-            if pred < 0:
-                misses.append(str(clip.path))
-            y_true.append(index[clip.label])
-            y_pred.append(pred)
-            groups.append(speaker)
-            per_speaker.setdefault(speaker, []).append(int(pred == y_true[-1]))
+    first_draw: dict[str, list[Clip]] = {}
+    for draw in range(draws):
+        rng = np.random.default_rng(seed + draw)
+        played = sessions(clips, seed + draw, skew)
+        first_draw = first_draw or played
+        for speaker, session in played.items():
+            per_clip, seconds = run_session(settings, model, session, rng, progress)
+            audio_s += seconds
+            for position, (clip, events) in enumerate(zip(session, per_clip, strict=True)):
+                positions.append(position)
+                n_events += len(events)
+                probs = stream_probabilities(events, labels)
+                pred = -1 if probs is None else int(np.argmax(probs))
+                if pred < 0:
+                    misses.append(str(clip.path))
+                y_true.append(index[clip.label])
+                y_pred.append(pred)
+                groups.append(speaker)
+                per_speaker.setdefault(speaker, []).append(int(pred == y_true[-1]))
     result = metrics(y_true, y_pred, labels)
     result["no_event"] = result.pop("no_window")
     result["no_event_clips"] = misses[:50]
     result["mode"] = "session"
     result["utterance_events"] = n_events
-    result["sessions"] = {s: len(v) for s, v in played.items()}
+    result["sessions"] = {s: len(v) for s, v in first_draw.items()}
+    result["draws"] = draws
     result["skew"] = None if skew is None else {"label": skew[0], "share": skew[1]}
     result["prediction"] = "duration-weighted mean of the clip's utterance events, one pipeline per speaker"
     result["per_speaker_accuracy"] = {s: float(np.mean(v)) for s, v in sorted(per_speaker.items())}
@@ -469,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="session: each speaker's clips through one long-lived pipeline (adaptation as live)",
     )
     p.add_argument("--skew", help="session mode: LABEL=SHARE, e.g. neutral=0.6, subsamples the other classes")
+    p.add_argument(
+        "--draws", type=int, default=1, help="session mode: play the sessions in N orders (seeds SEED..) and pool them"
+    )
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--config", type=Path)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -573,6 +586,8 @@ def prepare_job(args: argparse.Namespace) -> EvalJob:
         raise EvalStop(str(exc), exitcodes.USAGE) from None
     if args.noise and "session" in modes:
         raise EvalStop("--noise is not supported with --mode session", exitcodes.USAGE)
+    if args.draws < 1:
+        raise EvalStop(f"--draws {args.draws}: expected 1 or more", exitcodes.USAGE)
     return EvalJob(settings, model, clips, skipped, modes, skew, front.denoise.enabled)
 
 
@@ -603,12 +618,13 @@ def _score_all(args: argparse.Namespace, job: EvalJob, out: dict[str, Any]) -> d
 
     n_noise = 2 * len([s for s in args.snr.split(",") if s.strip()]) if args.noise else 0
     bar = Progress(transient=True, disable=not sys.stderr.isatty(), console=_stderr_console())
-    task = bar.add_task("scoring clips", total=len(job.clips) * len(job.modes) * (1 + n_noise))
+    passes = len(job.modes) - ("session" in job.modes) + ("session" in job.modes) * args.draws
+    task = bar.add_task("scoring clips", total=len(job.clips) * passes * (1 + n_noise))
     tick = lambda: bar.advance(task)  # noqa: E731
     try:
         bar.start()
         results = {
-            m: score_sessions(job.settings, job.model, job.clips, args.seed, job.skew, tick)
+            m: score_sessions(job.settings, job.model, job.clips, args.seed, job.skew, tick, args.draws)
             if m == "session"
             else score(job.settings, job.model, job.clips, m, seed=args.seed, progress=tick)
             for m in job.modes

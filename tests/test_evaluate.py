@@ -205,6 +205,30 @@ def test_session_mode_plays_each_speaker_through_one_pipeline_in_order(
     assert "session UAR by clips heard: 1-10 " in capsys.readouterr().out
 
 
+def test_session_draws_play_every_speaker_again_in_new_orders(
+    usable_model: Path, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import emotiond.daemon.evaluate as ev
+
+    played: list[list[str]] = []
+    real_run = ev.run_session
+
+    def recording_run(settings, model, session, rng, progress=None):
+        played.append([c.path.name for c in session])
+        return real_run(settings, model, session, rng, progress)
+
+    monkeypatch.setattr(ev, "run_session", recording_run)
+    out = tmp_path / "d.json"
+    argv = [str(manifest), "--mode", "session", "--draws", "3", "--set", f"model.path={usable_model}"]
+    assert eval_main([*argv, "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]["session"]
+    assert res["draws"] == 3 and res["n"] == 15 and len(played) == 6  # 2 speakers x 3 draws, 5 clips each time
+    clips, _ = ev.load_clips(manifest, EmotionModel(usable_model).labels)
+    expected = [[c.path.name for c in ev.sessions(clips, seed=d)[s]] for d in range(3) for s in ("spk0", "spk1")]
+    assert played == expected  # draw d is seed d's order
+    assert eval_main([str(manifest), "--mode", "session", "--draws", "0", "--set", f"model.path={usable_model}"]) == 64
+
+
 def test_by_position_buckets_clips_by_how_much_the_session_had_heard() -> None:
     from emotiond.daemon.evaluate import by_position
 
