@@ -586,7 +586,7 @@ def prepare_job(args: argparse.Namespace) -> EvalJob:
         raise EvalStop(str(exc), exitcodes.USAGE) from None
     if args.noise and "session" in modes:
         raise EvalStop("--noise is not supported with --mode session", exitcodes.USAGE)
-    if args.draws < 1:
+    if getattr(args, "draws", 1) < 1:  # `emotiond calibrate` shares this job and has no --draws
         raise EvalStop(f"--draws {args.draws}: expected 1 or more", exitcodes.USAGE)
     return EvalJob(settings, model, clips, skipped, modes, skew, front.denoise.enabled)
 
