@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from emotiond.models.runtime import DEFAULT_MODEL, sidecar_path
-from emotiond.models.training.data import CORPORA, data_dir, load_corpora, select
+from emotiond.models.training.data import CORPORA, CorpusError, data_dir, load_corpora, select
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,18 +32,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--split", choices=("train", "val", "test"), default="test")
-    which.add_argument("--corpora", nargs="+", choices=CORPORA, help="every clip of these corpora (leave-corpora-out)")
+    which.add_argument(
+        "--corpora", nargs="+", metavar="CORPUS", help="every clip of these folders of --data (leave-corpora-out)"
+    )
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--include-tess", action="store_true")
     args = p.parse_args(argv)
+    root = data_dir(args.data)
     if args.corpora:
-        clips = load_corpora(data_dir(args.data), args.corpora)
-        what = f"all speakers of {', '.join(args.corpora)}"
+        corpora, what = args.corpora, f"all speakers of {', '.join(args.corpora)}"
     else:
-        split = json.loads(sidecar_path(args.model).read_text())["split"][args.split]
-        corpora = [c for c in CORPORA if args.include_tess or c != "tess"]
-        clips = select(load_corpora(data_dir(args.data), corpora), split)
+        side = json.loads(sidecar_path(args.model).read_text())
+        split = side["split"][args.split]
+        # the model's own corpora: a corpus added with `emotiond train --add-corpus` has test speakers too
+        corpora = [c for c in side.get("corpora", CORPORA) if args.include_tess or c != "tess"]
         what = f"{len(split)} {args.split} speakers"
+    for corpus in corpora:
+        if not (root / corpus / "labels.csv").is_file():
+            raise SystemExit(f"corpus {corpus}: {root / corpus / 'labels.csv'} not found")
+    try:
+        clips = load_corpora(root, corpora)
+    except CorpusError as exc:
+        raise SystemExit(str(exc)) from None
+    if not args.corpora:
+        clips = select(clips, split)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as f:
         w = csv.writer(f)

@@ -20,7 +20,9 @@ from emotiond.models.training.data import (
     LABELS,
     LEVELS,
     Clip,
+    CorpusError,
     data_dir,
+    dropped_labels,
     load_corpus,
     map_label,
     select,
@@ -44,7 +46,9 @@ def voice(dur: float, f0: float, seed: int = 0) -> np.ndarray:
     return y + rng.normal(0, 1e-3, len(y))
 
 
-def make_corpus(root: Path, name: str, rows: list[tuple[str, str, str]], silent: set[str] = frozenset()) -> Path:
+def make_corpus(
+    root: Path, name: str, rows: list[tuple[str, str, str]], silent: set[str] = frozenset(), suffix: str = ".opus"
+) -> Path:
     folder = root / name
     folder.mkdir(parents=True)
     with (folder / "labels.csv").open("w", newline="") as fh:
@@ -52,7 +56,10 @@ def make_corpus(root: Path, name: str, rows: list[tuple[str, str, str]], silent:
         w.writerow(["stem", "emotion", "speaker", "gender", "extra", "duration_s"])
         for i, (stem, emotion, speaker) in enumerate(rows):
             x = np.zeros(SR) if stem in silent else voice(1.2, 120 + 10 * i, i)
-            sf.write(str(folder / f"{stem}.opus"), x, SR, format="OGG", subtype="OPUS")
+            if suffix == ".opus":
+                sf.write(str(folder / f"{stem}.opus"), x, SR, format="OGG", subtype="OPUS")
+            else:
+                sf.write(str(folder / f"{stem}{suffix}"), x, SR)
             w.writerow([stem, emotion, speaker, "F", "", f"{len(x) / SR:.3f}"])
     return folder
 
@@ -92,6 +99,58 @@ def test_manifest_of_held_out_corpora_lists_every_speaker(tmp_path: Path) -> Non
     assert all(Path(r["path"]).is_absolute() and Path(r["path"]).is_file() for r in rows)
 
 
+def test_a_corpus_of_ones_own_in_wav_and_what_is_wrong_with_one(tmp_path: Path) -> None:
+    """``--add-corpus`` folders: WAV/FLAC found beside labels.csv; unused labels counted; a missing file or
+    column named with its line, not skipped (a model silently trained on part of a corpus is misreported)."""
+    rows = [("m1", "angry", "A"), ("m2", "contempt", "A"), ("m3", "Happy", "B"), ("m4", "calm", "B")]
+    make_corpus(tmp_path, "mine", rows, suffix=".wav")
+    clips = load_corpus(tmp_path, "mine")
+    assert [(c.stem, c.label, c.path.suffix) for c in clips] == [
+        ("m1", "angry", ".wav"), ("m3", "happy", ".wav"), ("m4", "neutral", ".wav"),
+    ]
+    assert dropped_labels(tmp_path, "mine") == {"contempt": 1}
+
+    (tmp_path / "mine" / "m3.wav").rename(tmp_path / "mine" / "m3.flac.bak")
+    with pytest.raises(CorpusError, match=r"mine/labels\.csv:4: no audio for stem 'm3'"):
+        load_corpus(tmp_path, "mine")
+    (tmp_path / "mine" / "labels.csv").write_text("stem,label,speaker\nm1,angry,A\n")
+    with pytest.raises(CorpusError, match=r"mine/labels\.csv: no column emotion"):
+        load_corpus(tmp_path, "mine")
+
+
+def test_train_arguments_take_an_added_corpus_and_refuse_what_cannot_be(capsys) -> None:
+    from emotiond.models.training.train import parse_args
+
+    argv = ["--out", "o", "--corpora", "savee", "--add-corpus", "mine", "--protocol", "loco", "--holdout", "mine"]
+    args = parse_args(argv)
+    assert args.corpora == ["savee", "mine"] and args.add_corpus == ["mine"] and args.holdout == ["mine"]
+    for argv, message in (
+        (["--add-corpus", "ravdess"], "--add-corpus ravdess: a built-in corpus; name it in --corpora"),
+        (["--corpora", "savee", "--holdout", "emodb"], "--holdout emodb: not among the corpora (savee)"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(["--out", "o", *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_manifest_of_test_speakers_covers_the_models_own_corpora(tmp_path: Path) -> None:
+    """A model trained with ``--add-corpus`` names it in its sidecar: its test speakers are in the test manifest."""
+    from bench.manifest import main as manifest_main
+
+    make_corpus(tmp_path / "data", "savee", [("DC_a01", "angry", "DC"), ("JK_n01", "neutral", "JK")])
+    make_corpus(tmp_path / "data", "mine", [("m1", "sad", "A"), ("m2", "happy", "B")], suffix=".wav")
+    model = tmp_path / "m.tflite"
+    split = {"train": ["savee:DC", "mine:A"], "val": [], "test": ["savee:JK", "mine:B"]}
+    model.with_suffix(".json").write_text(json.dumps({"split": split, "corpora": ["savee", "mine"]}))
+    out = tmp_path / "test.csv"
+    assert manifest_main(["--data", str(tmp_path / "data"), "--out", str(out), "--model", str(model)]) == 0
+    with out.open(newline="") as fh:
+        rows = [(r["label"], r["speaker"]) for r in csv.DictReader(fh)]
+    assert rows == [("neutral", "savee:JK"), ("happy", "mine:B")]
+    with pytest.raises(SystemExit, match=r"corpus nothere: .*nothere/labels\.csv not found"):
+        manifest_main(["--data", str(tmp_path / "data"), "--out", str(out), "--corpora", "nothere"])
+
+
 def test_data_dir_needs_an_argument_or_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("EMOTIOND_DATA", raising=False)
     with pytest.raises(SystemExit):
@@ -127,6 +186,18 @@ def test_split_never_shares_a_speaker(spec: dict[str, list[str]], seed: int) -> 
     train, val, test = (select(clips, p) for p in parts)
     assert len(train) + len(val) + len(test) == len(clips)
     assert not {c.speaker for c in train} & {c.speaker for c in test}
+
+
+@pytest.mark.parametrize("added", ["aaa", "mine", "zzz"])
+def test_an_added_corpus_leaves_the_built_in_split_alone(added: str) -> None:
+    """ASED and nEMO split at random: a corpus of one's own, wherever it sorts, must not move their test speakers."""
+    built_in = {"ased": [f"S{i:02d}" for i in range(1, 21)], "nemo": ["EB0", "IC0", "KS0", "MK0", "MP0", "SM0", "WR0"]}
+    for seed in (0, 1):
+        alone = speaker_split(_clips(built_in), seed=seed)
+        beside = speaker_split(_clips({**built_in, added: ["A", "B", "C", "D", "E"]}), seed=seed)
+        for part in ("train", "val", "test"):
+            assert [s for s in getattr(beside, part) if not s.startswith(added)] == getattr(alone, part)
+        assert len([s for s in beside.test if s.startswith(added)]) == 1
 
 
 def test_extract_uses_the_frontend_and_reports_empty_clips(tmp_path: Path) -> None:
@@ -450,6 +521,9 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     make_corpus(tmp_path / "data", "savee", rows)
     levels = [(f"b{spk}{i}", lv, spk) for spk in ("S1", "S2", "S3", "S4", "S5") for i, lv in enumerate(LEVELS)]
     make_corpus(tmp_path / "data", "baved", levels)  # unused until --level-sets
+    # a corpus of the user's own, in WAV, one clip labelled outside the label set
+    mine = [(f"m{spk}{i}", labels[i % 3], spk) for spk in ("A", "B", "C") for i in range(3)] + [("x", "contempt", "A")]
+    make_corpus(tmp_path / "data", "mine", mine, suffix=".wav")
     out = tmp_path / "out"
     # its own process, as a user runs it: train sets TensorFlow's thread pools, which only a fresh process allows
     proc = subprocess.run(
@@ -462,6 +536,8 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
             str(tmp_path / "data"),
             "--corpora",
             "savee",
+            "--add-corpus",
+            "mine",
             "--teacher",
             "none",
             "--epochs",
@@ -485,6 +561,11 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     model = EmotionModel(out / "emotion_int8.tflite")
     side = json.loads((out / "emotion_int8.json").read_text())
     assert "denoise" in side and "gate" not in side and side["level_corpora"] == [] and side["level_sets"] == 0
+    assert side["corpora"] == ["savee", "mine"] and side["licences"]["mine"].startswith("added by the user")
+    split_speakers = {s for part in ("train", "val", "test") for s in side["split"][part]}
+    assert {"savee:JK", "mine:A", "mine:B", "mine:C"} <= split_speakers
+    assert "--add-corpus mine: 9 clips, 3 speakers" in proc.stderr + proc.stdout
+    assert "are not used: contempt (1)" in proc.stderr + proc.stdout
     assert model.info.frontend() == FrontendParams(adapt=model.info.frontend().adapt)
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 1 and "test_tflite_int8" in metrics
@@ -511,6 +592,14 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     assert "level corpora: 12 training clips, 0 validation clips" in proc2.stderr + proc2.stdout
     assert list(EmotionModel(out2 / "emotion_int8.tflite").info.labels) == list(LABELS)  # the set head never ships
     assert "test (" not in proc2.stderr + proc2.stdout
+    bad = subprocess.run([*argv2, "--add-corpus", "nothere"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 66 and "emotiond train: --add-corpus nothere: " in bad.stderr  # EX_NOINPUT
+    assert "nothere/labels.csv not found" in bad.stderr
+    hidden = tmp_path / "data" / "mine" / "mA0.wav"
+    hidden.rename(hidden.with_suffix(".bak"))
+    bad = subprocess.run(argv2, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 65 and "mine/labels.csv:2: no audio for stem 'mA0'" in bad.stderr  # EX_DATAERR
+    hidden.with_suffix(".bak").rename(hidden)
     bad = subprocess.run([*argv2, "--teacher", "10"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "--kd-windows cannot be combined with --teacher" in bad.stderr
     bad = subprocess.run([*argv2, "--whisper-windows"], capture_output=True, text=True, timeout=300)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,14 @@ LEVEL_CLASSES: dict[str, tuple[str, ...]] = {
 }
 ALL_CORPORA: tuple[str, ...] = CORPORA + LEVEL_CORPORA
 DATA_ENV = "EMOTIOND_DATA"
+#: Audio next to ``labels.csv``: the shared corpora are Opus; a corpus of one's own may be WAV, FLAC or Ogg.
+AUDIO_SUFFIXES: tuple[str, ...] = (".opus", ".wav", ".flac", ".ogg")
+#: The columns a ``labels.csv`` must have; ``gender``, ``extra`` and ``duration_s`` are optional.
+REQUIRED_COLUMNS: tuple[str, ...] = ("stem", "emotion", "speaker")
+
+
+class CorpusError(ValueError):
+    """A corpus folder that cannot be trained on; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -79,31 +88,61 @@ def map_label(label: str, mapping: Mapping[str, str | None] | None = LABEL_MAP) 
     return label if label in LABELS else None
 
 
+def _audio_path(folder: Path, stem: str) -> Path | None:
+    for suffix in AUDIO_SUFFIXES:
+        path = folder / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _rows(table: Path) -> list[dict[str, str]]:
+    with table.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise CorpusError(f"{table}: no column {', '.join(missing)} (needs {','.join(REQUIRED_COLUMNS)})")
+        return list(reader)
+
+
 def load_corpus(root: Path, corpus: str, mapping: Mapping[str, str | None] | None = LABEL_MAP) -> list[Clip]:
-    """All usable clips of one corpus folder, in ``labels.csv`` order."""
+    """All usable clips of one corpus folder, in ``labels.csv`` order.
+
+    A row whose audio is missing is an error, not a silent gap: a corpus of
+    one's own is where that happens, and a model quietly trained on part of it
+    would be reported as trained on all of it.
+    """
     folder = Path(root) / corpus
     table = folder / "labels.csv"
     if not table.is_file():
         raise FileNotFoundError(f"{table}: corpus {corpus!r} has no labels.csv")
     clips = []
-    with table.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            label = map_label(row["emotion"], mapping)
-            if label is None:
-                continue
-            clips.append(
-                Clip(
-                    corpus=corpus,
-                    stem=row["stem"],
-                    path=folder / f"{row['stem']}.opus",
-                    label=label,
-                    orig_label=row["emotion"],
-                    speaker=f"{corpus}:{row['speaker']}",
-                    gender=row.get("gender", "?") or "?",
-                    duration_s=float(row.get("duration_s") or 0.0),
-                )
+    for line, row in enumerate(_rows(table), start=2):
+        label = map_label(row["emotion"], mapping)
+        if label is None:
+            continue
+        path = _audio_path(folder, row["stem"])
+        if path is None:
+            raise CorpusError(f"{table}:{line}: no audio for stem {row['stem']!r} ({'/'.join(AUDIO_SUFFIXES)})")
+        clips.append(
+            Clip(
+                corpus=corpus,
+                stem=row["stem"],
+                path=path,
+                label=label,
+                orig_label=row["emotion"],
+                speaker=f"{corpus}:{row['speaker']}",
+                gender=row.get("gender", "?") or "?",
+                duration_s=float(row.get("duration_s") or 0.0),
             )
+        )
     return clips
+
+
+def dropped_labels(root: Path, corpus: str, mapping: Mapping[str, str | None] = LABEL_MAP) -> Counter[str]:
+    """How many clips of each corpus label the label map drops (for a corpus of one's own: say what is not used)."""
+    rows = _rows(Path(root) / corpus / "labels.csv")
+    return Counter(r["emotion"].strip().lower() for r in rows if map_label(r["emotion"], mapping) is None)
 
 
 def load_corpora(root: Path, corpora: Iterable[str] = CORPORA) -> list[Clip]:
@@ -180,7 +219,9 @@ def speaker_split(
             val = ({f"{corpus}:{s}" for s in held_out[corpus].get("val", ())} & set(speakers)) - test
         else:
             order = speakers[:]
-            rng.shuffle(order)
+            # a corpus added with --add-corpus draws from its own generator: sorted in among the built-in ones
+            # it would otherwise move their split (ASED's and nEMO's test speakers) under the shipped model
+            (rng if corpus in ALL_CORPORA else random.Random(f"{seed}:{corpus}")).shuffle(order)
             n_test = max(1, round(len(order) * test_fraction)) if len(order) >= 2 else 0
             n_val = round(len(order) * val_fraction) if len(order) - n_test >= 2 else 0
             test, val = set(order[:n_test]), set(order[n_test : n_test + n_val])

@@ -26,10 +26,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
+from ... import exitcodes
 from ...dsp.adapt import AdaptParams
 from ...dsp.features import FEATURES, FeatureConfig
 from ...dsp.frontend import FrontendParams, WindowParams
@@ -37,6 +38,7 @@ from ..evaluate import clip_prediction, metrics, per_class_table, plot_confusion
 from ..runtime import EmotionModel, ModelInfo, sidecar_path
 from .augment import spec_mask, voice_warp
 from .data import (
+    ALL_CORPORA,
     CORPORA,
     LABEL_MAP,
     LABELS,
@@ -44,7 +46,9 @@ from .data import (
     LEVEL_CORPORA,
     LEVELS,
     Clip,
+    CorpusError,
     data_dir,
+    dropped_labels,
     load_corpora,
     load_corpus,
     load_noise,
@@ -63,6 +67,8 @@ from .normalise import (
 )
 
 MODEL_NAME = "emotiond-conv1d"
+#: What the sidecar says of a corpus added with --add-corpus: emotiond cannot know its terms.
+USER_CORPUS_LICENCE = "added by the user (--add-corpus): its own licence applies"
 MODEL_VERSION = "2.2.0"
 
 LICENCES = {
@@ -85,6 +91,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="emotiond train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="data folder (default: $EMOTIOND_DATA)")
     p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=CORPORA)
+    p.add_argument(
+        "--add-corpus",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="a corpus of your own, trained on beside --corpora: a folder NAME under the data folder with a labels.csv "
+        "(stem,emotion,speaker[,gender,extra,duration_s]) and <stem>.opus/.wav/.flac/.ogg audio; its speakers are "
+        "split like the others'",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="model seed: initial weights, batch order, household sequences")
     p.add_argument(
@@ -127,7 +142,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--train-stride", type=int, default=1, help="use every N-th training window per epoch")
     p.add_argument("--limit", type=int, default=0, help="at most N clips per speaker (quick runs)")
     p.add_argument("--protocol", choices=("speaker", "random", "loco"), default="speaker")
-    p.add_argument("--holdout", nargs="+", choices=CORPORA, help="corpora left out (--protocol loco)")
+    p.add_argument("--holdout", nargs="+", help="corpora left out (--protocol loco): any of --corpora, --add-corpus")
     p.add_argument(
         "--fit-on-train-val",
         action=argparse.BooleanOptionalAction,
@@ -227,6 +242,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="hyper-parameter selection run: validation only, test speakers are not scored",
     )
     args = p.parse_args(argv)
+    for name in args.add_corpus:
+        if name in ALL_CORPORA:
+            p.error(f"--add-corpus {name}: a built-in corpus; name it in --corpora")
+    args.corpora = list(dict.fromkeys([*args.corpora, *args.add_corpus]))
+    for name in args.holdout or []:
+        if name not in args.corpora:
+            p.error(f"--holdout {name}: not among the corpora ({', '.join(args.corpora)})")
     if not 0 <= args.voice_warp < 0.5:
         p.error(f"--voice-warp {args.voice_warp}: expected 0 <= W < 0.5 (alpha = 1 +- W must stay positive)")
     return args
@@ -982,6 +1004,31 @@ def model_features(args: argparse.Namespace) -> FeatureConfig:
     return dataclasses.replace(FEATURES, n_mels=args.n_mels, pitch_bands=args.pitch_bands)
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    """One line on stderr and a documented exit code (README), not a traceback."""
+    print(f"emotiond train: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def check_added_corpora(root: Path, names: Sequence[str], log) -> None:
+    """Refuse an added corpus that is not there before minutes of feature work; say which of its labels go unused."""
+    for name in names:
+        table = root / name / "labels.csv"
+        if not table.is_file():
+            _fail(f"--add-corpus {name}: {table} not found", exitcodes.NOINPUT)
+        try:
+            dropped, usable = dropped_labels(root, name), load_corpus(root, name)
+        except CorpusError as exc:
+            _fail(str(exc), exitcodes.DATAERR)
+        if not usable:
+            _fail(f"--add-corpus {name}: no clip of {table} is labelled one of {', '.join(LABELS)}", exitcodes.DATAERR)
+        speakers = len({c.speaker for c in usable})
+        log(f"--add-corpus {name}: {len(usable)} clips, {speakers} speaker{'s' if speakers != 1 else ''}")
+        if dropped:
+            unused = ", ".join(f"{k} ({n})" for k, n in dropped.most_common())
+            log(f"--add-corpus {name}: clips labelled outside {'/'.join(LABELS)} are not used: {unused}")
+
+
 def _load_data(args: argparse.Namespace, root: Path, log) -> _Data:
     """Split the corpora, cut every clip's windows once (cached), add the augmented training copies."""
     clips = limit_clips(load_corpora(root, args.corpora), args.limit, args.split_seed)
@@ -1031,7 +1078,7 @@ def _sidecar_extra(args: argparse.Namespace, d: _Data, model, prior, teacher_inf
         "label_map": {k: v for k, v in LABEL_MAP.items()},
         "split": d.split_info,
         "corpora": list(args.corpora),
-        "licences": LICENCES,
+        "licences": {**LICENCES, **{c: USER_CORPUS_LICENCE for c in args.add_corpus}},
         "license_summary": "non-commercial: trained on CC BY-NC-SA / CC BY-NC-ND / research-use corpora",
         "params": int(model.count_params()),
         "adapt": {
@@ -1118,7 +1165,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     log = _logger(out, t_start)
     _set_threads(args.threads)
     root = data_dir(args.data)
-    d = _load_data(args, root, log)
+    check_added_corpora(root, args.add_corpus, log)
+    try:
+        d = _load_data(args, root, log)
+    except CorpusError as exc:
+        _fail(str(exc), exitcodes.DATAERR)
     parts, feats = d.parts, d.feats
     prior = training_prior(feats["train"])
     soft, teacher_info = teacher_targets(args, parts, log)
