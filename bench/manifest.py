@@ -47,12 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         # the model's own corpora: a corpus added with `emotiond train --add-corpus` has test speakers too
         corpora = [c for c in side.get("corpora", CORPORA) if args.include_tess or c != "tess"]
         what = f"{len(split)} {args.split} speakers"
-    for corpus in corpora:
-        if not (root / corpus / "labels.csv").is_file():
-            raise SystemExit(f"corpus {corpus}: {root / corpus / 'labels.csv'} not found")
     try:
         clips = load_corpora(root, corpora)
-    except CorpusError as exc:
+    except (CorpusError, FileNotFoundError) as exc:  # each names the labels.csv at fault
         raise SystemExit(str(exc)) from None
     if not args.corpora:
         clips = select(clips, split)

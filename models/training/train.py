@@ -67,9 +67,9 @@ from .normalise import (
 )
 
 MODEL_NAME = "emotiond-conv1d"
+MODEL_VERSION = "2.2.0"
 #: What the sidecar says of a corpus added with --add-corpus: emotiond cannot know its terms.
 USER_CORPUS_LICENCE = "added by the user (--add-corpus): its own licence applies"
-MODEL_VERSION = "2.2.0"
 
 LICENCES = {
     "ravdess": "CC BY-NC-SA 4.0",
