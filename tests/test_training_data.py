@@ -579,6 +579,9 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     out2 = tmp_path / "student"
     argv2 = [a if a != str(out) else str(out2) for a in proc.args]
     argv2 += ["--kd-windows", str(out), "--no-test", "--adversary", "0.3", "--level-sets", "1", "--voice-warp", "0.1"]
+    mixed = subprocess.run(argv2, capture_output=True, text=True, timeout=300)  # mixup is on by default since 2.3.0
+    assert mixed.returncode == 64 and "add --mixup 0" in mixed.stderr and not out2.exists()  # EX_USAGE, nothing written
+    argv2 += ["--mixup", "0"]
     proc2 = subprocess.run(argv2, capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0, proc2.stderr[-2000:]
     metrics2 = json.loads((out2 / "metrics.json").read_text())
@@ -601,9 +604,9 @@ def test_train_main_smoke_run_on_a_generated_corpus(tmp_path: Path) -> None:
     assert bad.returncode == 65 and "mine/labels.csv:2: no audio for stem 'mA0'" in bad.stderr  # EX_DATAERR
     hidden.with_suffix(".bak").rename(hidden)
     bad = subprocess.run([*argv2, "--teacher", "10"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "--kd-windows cannot be combined with --teacher" in bad.stderr
+    assert bad.returncode == 64 and "--kd-windows cannot be combined with --teacher" in bad.stderr
     bad = subprocess.run([*argv2, "--whisper-windows"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "--whisper-windows cannot be combined with" in bad.stderr
+    assert bad.returncode == 64 and "--whisper-windows cannot be combined with" in bad.stderr
 
     # the Whisper window teacher (--whisper-windows), where the teacher is installed
     pytest.importorskip("ctranslate2", reason="teacher not installed: pip install '.[teacher]'")

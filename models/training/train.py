@@ -67,7 +67,7 @@ from .normalise import (
 )
 
 MODEL_NAME = "emotiond-conv1d"
-MODEL_VERSION = "2.2.0"
+MODEL_VERSION = "2.3.0"
 #: What the sidecar says of a corpus added with --add-corpus: emotiond cannot know its terms.
 USER_CORPUS_LICENCE = "added by the user (--add-corpus): its own licence applies"
 
@@ -129,8 +129,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--kernel", type=int, default=5, help="kernel size of the first two conv blocks")
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--pooling", choices=("avg", "avgmax"), default="avg", help="global pooling before the classifier")
-    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter; 0 turns it off")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument(
+        "--mixup", type=float, default=0.4, help="mixup Beta(a, a) parameter (2.3.0: 0.4); 0 turns it off (2.2.0)"
+    )
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="2.3.0: 0.1; 2.2.0: 0")
     p.add_argument(
         "--voice-warp",
         type=float,
@@ -138,7 +140,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="VTLP on the mel axis: each window, each epoch, warped by alpha ~ U(1-W, 1+W); 0 turns it off",
     )
     p.add_argument("--corpus-power", type=float, default=0.5, help="corpus weight = size ** power (0.5 sqrt, 0 equal)")
-    p.add_argument("--aug-copies", type=int, default=1, help="augmented copies of each training clip")
+    p.add_argument(
+        "--aug-copies", type=int, default=2, help="augmented copies of each training clip (2.3.0: 2; 2.2.0: 1)"
+    )
     p.add_argument("--train-stride", type=int, default=1, help="use every N-th training window per epoch")
     p.add_argument("--limit", type=int, default=0, help="at most N clips per speaker (quick runs)")
     p.add_argument("--protocol", choices=("speaker", "random", "loco"), default="speaker")
@@ -148,15 +152,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="train on train+val speakers for --epochs and keep the average of the last 3 epochs (no validation, "
-        "test still unseen); the default (--no-fit-on-train-val, the 2.2.0 recipe) keeps the validation speakers "
-        "for the checkpoint choice. Ignored with --select-only",
+        "test still unseen); the default (--no-fit-on-train-val, the 2.2.0 and 2.3.0 recipe) keeps the validation "
+        "speakers for the checkpoint choice. Ignored with --select-only",
     )
     p.add_argument(
         "--normalisation",
         choices=(WINDOW, HOUSEHOLD),
         type=lambda v: {"window": WINDOW, "household": HOUSEHOLD}.get(v, v),
         default=HOUSEHOLD,
-        help="adapt stage: z-score against the household's running statistics (2.2.0), or per-window band mean (2.1.0)",
+        help="adapt stage: z-score against the household's running statistics (2.2.0, 2.3.0), or per-window band "
+        "mean (2.1.0)",
     )
     p.add_argument("--horizon-s", type=float, default=600.0, help="household estimate: seconds of speech remembered")
     p.add_argument("--prior-s", type=float, default=30.0, help="household estimate: weight of the training statistics")
@@ -485,8 +490,6 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
     )
     probs_model = deployable(model)  # shares the layers: what is validated, saved and converted
     heads = inputs.extra_heads()
-    if heads and args.mixup > 0:
-        raise SystemExit("--mixup cannot be combined with --aux-levels, --level-sets, --kd-embed or --adversary")
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
     cce = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
     if heads:
@@ -1155,10 +1158,18 @@ def _finish(out: Path, args: argparse.Namespace, results: dict[str, Any], t_star
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``emotiond train``; returns a process exit code."""
     args = parse_args(argv)
-    if args.kd_windows and (args.teacher != "none" or args.ensemble):  # before minutes of feature loading
-        raise SystemExit("--kd-windows cannot be combined with --teacher or --ensemble")
+    # options that cannot go together: refused before minutes of feature loading, as a bad command line
+    if args.kd_windows and (args.teacher != "none" or args.ensemble):
+        _fail("--kd-windows cannot be combined with --teacher or --ensemble", exitcodes.USAGE)
     if args.whisper_windows and (args.teacher != "none" or args.ensemble or args.kd_windows):
-        raise SystemExit("--whisper-windows cannot be combined with --teacher, --ensemble or --kd-windows")
+        _fail("--whisper-windows cannot be combined with --teacher, --ensemble or --kd-windows", exitcodes.USAGE)
+    if args.mixup > 0 and (args.aux_levels or args.level_sets or args.kd_embed or args.adversary):
+        # mixup blends the 7-class targets only; the extra heads' targets would stay unblended
+        _fail(
+            f"--mixup {args.mixup:g} (the default since 2.3.0) cannot be combined with --aux-levels, --level-sets, "
+            "--kd-embed or --adversary: add --mixup 0",
+            exitcodes.USAGE,
+        )
     t_start = time.time()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
