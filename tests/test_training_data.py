@@ -215,6 +215,17 @@ def test_extract_uses_the_frontend_and_reports_empty_clips(tmp_path: Path) -> No
     np.testing.assert_array_equal(again.x, fs.x)
     aug = extract(clips, fp, tmp_path / "cache", "aug", augment_seed=1, workers=1, log=lambda *_: None)
     assert aug.x.shape[1:] == (50, 40) and np.isfinite(aug.x.astype(np.float32)).all()
+    # written aside and renamed: no temporary file is left beside the cache
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["aug", "t"]
+    # a cache cut short (a run killed mid-write before the rename existed) is computed again, not loaded
+    cached = next((tmp_path / "cache").glob("t-*.npz"))
+    cached.write_bytes(cached.read_bytes()[:100])
+    said: list[str] = []
+    rebuilt = extract(clips, fp, tmp_path / "cache", "t", workers=1, log=said.append)
+    np.testing.assert_array_equal(rebuilt.x, fs.x)
+    assert len(said) == 1 and "unreadable" in said[0] and cached.name in said[0]
+    np.testing.assert_array_equal(extract(clips, fp, tmp_path / "cache", "t", workers=1, log=said.append).x, fs.x)
+    assert len(said) == 1  # the rewritten cache loads
 
 
 def test_augment_and_masks_are_sane() -> None:

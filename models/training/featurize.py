@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -186,8 +188,11 @@ def extract(
     key = cache_key([f"{c.corpus}/{c.stem}" for c in clips], fp, augment_seed, [p.name for p in noise_paths])
     cache = Path(cache_dir) / f"{tag}-{key}.npz"
     if cache.is_file():
-        z = np.load(cache)
-        return FeatureSet(n_clips=len(clips), **{k: z[k] for k in _ARRAYS})
+        try:
+            with np.load(cache) as z:
+                return FeatureSet(n_clips=len(clips), **{k: z[k] for k in _ARRAYS})
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # truncated or foreign: derived data
+            log(f"  {tag}: cached features {cache} unreadable ({type(exc).__name__}); computing them again")
     jobs = []
     rng = np.random.default_rng(augment_seed)
     by_speaker: dict[str, list[int]] = {}
@@ -211,5 +216,9 @@ def extract(
                 log(f"  {tag}: {n + 1}/{len(jobs)} clips")
     fs = FeatureSet.from_clips([r for r in results if r is not None], fp.features.n_features, fp.window.window_frames)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, **fs.arrays())
+    # written aside, then renamed: a run killed mid-write, or a second run building the same key, never leaves a
+    # truncated cache that every later run would load
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **fs.arrays())
+    os.replace(tmp, cache)
     return fs
