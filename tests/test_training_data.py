@@ -216,7 +216,7 @@ def test_extract_uses_the_frontend_and_reports_empty_clips(tmp_path: Path) -> No
     aug = extract(clips, fp, tmp_path / "cache", "aug", augment_seed=1, workers=1, log=lambda *_: None)
     assert aug.x.shape[1:] == (50, 40) and np.isfinite(aug.x.astype(np.float32)).all()
     # written aside and renamed: no temporary file is left beside the cache
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["aug", "t"]
+    assert len(list((tmp_path / "cache").iterdir())) == 2 and not list((tmp_path / "cache").glob("*.tmp.*"))
     # a cache cut short (a run killed mid-write before the rename existed) is computed again, not loaded
     cached = next((tmp_path / "cache").glob("t-*.npz"))
     cached.write_bytes(cached.read_bytes()[:100])
