@@ -299,6 +299,8 @@ def score_sessions(
     With ``draws`` > 1 the sessions are played again in new orders (seeds
     ``seed`` .. ``seed + draws - 1``) and every metric pools all of them: which
     clips happen to come first moves a position bucket by several points.
+    ``by_draw`` then keeps each order's own UAR and accuracy (pooled and per
+    corpus), so a claim made on the pool can say how far single orders spread.
     """
     labels = list(model.labels)
     index = {k: i for i, k in enumerate(labels)}
@@ -306,6 +308,7 @@ def score_sessions(
     y_pred: list[int] = []
     groups: list[str] = []
     positions: list[int] = []
+    draw_of: list[int] = []
     misses: list[str] = []
     per_speaker: dict[str, list[int]] = {}
     n_events = 0
@@ -329,6 +332,7 @@ def score_sessions(
                 y_true.append(index[clip.label])
                 y_pred.append(pred)
                 groups.append(speaker)
+                draw_of.append(draw)
                 per_speaker.setdefault(speaker, []).append(int(pred == y_true[-1]))
     result = metrics(y_true, y_pred, labels)
     result["no_event"] = result.pop("no_window")
@@ -342,9 +346,31 @@ def score_sessions(
     result["per_speaker_accuracy"] = {s: float(np.mean(v)) for s, v in sorted(per_speaker.items())}
     result.update(per_corpus(y_true, y_pred, groups, labels))
     result["by_position"] = by_position(y_true, y_pred, groups, positions, labels)
+    if draws > 1:
+        result["by_draw"] = by_draw(y_true, y_pred, groups, draw_of, labels, seed)
     result["cpu_s"] = round(time.process_time() - t0, 3)
     result["audio_s"] = round(audio_s, 3)
     return result
+
+
+def by_draw(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    speakers: Sequence[str],
+    draw_of: Sequence[int],
+    labels: Sequence[str],
+    seed: int,
+) -> dict[str, Any]:
+    """Each session order's own metrics (keyed by its seed) and the spread of UAR over the orders."""
+    out: dict[str, Any] = {}
+    for draw in sorted(set(draw_of)):
+        sel = [i for i, d in enumerate(draw_of) if d == draw]
+        m = metrics([y_true[i] for i in sel], [y_pred[i] for i in sel], labels)
+        entry: dict[str, Any] = {k: m[k] for k in ("n", "uar", "accuracy")}
+        entry.update(per_corpus([y_true[i] for i in sel], [y_pred[i] for i in sel], [speakers[i] for i in sel], labels))
+        out[f"seed {seed + draw}"] = entry
+    uars = [v["uar"] for v in out.values()]
+    return {"orders": out, "uar_sd": float(np.std(uars, ddof=1)), "uar_min": min(uars), "uar_max": max(uars)}
 
 
 POSITION_BUCKETS = (10, 30, 100)  # where the warm-up table cuts a session: after the 10th, 30th, 100th clip
@@ -517,6 +543,10 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
         if results[m].get("by_position"):
             lines.append(f"{m} UAR by clips heard: " + ", ".join(
                 f"{b} {v['uar']:.3f} (n={v['n']})" for b, v in results[m]["by_position"].items()))
+        if results[m].get("by_draw"):
+            d = results[m]["by_draw"]
+            lines.append(f"{m} UAR by session order: " + ", ".join(
+                f"{k} {v['uar']:.3f}" for k, v in d["orders"].items()) + f" (sd {d['uar_sd']:.3f})")
     return "\n".join(lines)
 
 

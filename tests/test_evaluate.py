@@ -226,7 +226,25 @@ def test_session_draws_play_every_speaker_again_in_new_orders(
     clips, _ = ev.load_clips(manifest, EmotionModel(usable_model).labels)
     expected = [[c.path.name for c in ev.sessions(clips, seed=d)[s]] for d in range(3) for s in ("spk0", "spk1")]
     assert played == expected  # draw d is seed d's order
+    orders = res["by_draw"]["orders"]
+    assert list(orders) == ["seed 0", "seed 1", "seed 2"] and all(v["n"] == 5 for v in orders.values())
+    uars = [v["uar"] for v in orders.values()]
+    assert (res["by_draw"]["uar_min"], res["by_draw"]["uar_max"]) == (min(uars), max(uars))
     assert eval_main([str(manifest), "--mode", "session", "--draws", "0", "--set", f"model.path={usable_model}"]) == 64
+
+
+def test_by_draw_scores_each_session_order_on_its_own() -> None:
+    from emotiond.daemon.evaluate import by_draw
+
+    labels = ["angry", "neutral"]
+    # order 0 gets every clip right, order 1 every clip wrong: the pool would hide that spread
+    y_true = [0, 1, 0, 1]
+    y_pred = [0, 1, 1, 0]
+    out = by_draw(y_true, y_pred, ["a:x"] * 4, [0, 0, 1, 1], labels, seed=5)
+    assert list(out["orders"]) == ["seed 5", "seed 6"]
+    assert out["orders"]["seed 5"]["uar"] == 1.0 and out["orders"]["seed 6"]["uar"] == 0.0
+    assert out["orders"]["seed 6"]["per_corpus"]["a"]["accuracy"] == 0.0
+    assert (out["uar_min"], out["uar_max"]) == (0.0, 1.0) and out["uar_sd"] == pytest.approx(0.7071, abs=1e-4)
 
 
 def test_by_position_buckets_clips_by_how_much_the_session_had_heard() -> None:
