@@ -365,10 +365,7 @@ def by_draw(
     out: dict[str, Any] = {}
     for draw in sorted(set(draw_of)):
         sel = [i for i, d in enumerate(draw_of) if d == draw]
-        m = metrics([y_true[i] for i in sel], [y_pred[i] for i in sel], labels)
-        entry: dict[str, Any] = {k: m[k] for k in ("n", "uar", "accuracy")}
-        entry.update(per_corpus([y_true[i] for i in sel], [y_pred[i] for i in sel], [speakers[i] for i in sel], labels))
-        out[f"seed {seed + draw}"] = entry
+        out[f"seed {seed + draw}"] = subset_metrics(sel, y_true, y_pred, speakers, labels)
     uars = [v["uar"] for v in out.values()]
     return {"orders": out, "uar_sd": float(np.std(uars, ddof=1)), "uar_min": min(uars), "uar_max": max(uars)}
 
@@ -395,13 +392,19 @@ def by_position(
     out: dict[str, Any] = {}
     for lo, hi in zip(starts, ends, strict=True):
         sel = [i for i, p in enumerate(positions) if p >= lo and (hi is None or p < hi)]
-        if not sel:
-            continue
-        m = metrics([y_true[i] for i in sel], [y_pred[i] for i in sel], labels)
-        entry: dict[str, Any] = {k: m[k] for k in ("n", "uar", "accuracy")}
-        entry.update(per_corpus([y_true[i] for i in sel], [y_pred[i] for i in sel], [speakers[i] for i in sel], labels))
-        out[f"{lo + 1}-{hi}" if hi is not None else f"{lo + 1}+"] = entry
+        if sel:
+            name = f"{lo + 1}-{hi}" if hi is not None else f"{lo + 1}+"
+            out[name] = subset_metrics(sel, y_true, y_pred, speakers, labels)
     return out
+
+
+def subset_metrics(
+    sel: Sequence[int], y_true: Sequence[int], y_pred: Sequence[int], speakers: Sequence[str], labels: Sequence[str]
+) -> dict[str, Any]:
+    """``n``, ``uar``, ``accuracy`` and ``per_corpus`` of the clips at indices ``sel`` (one bucket or one order)."""
+    t, pr, sp = [y_true[i] for i in sel], [y_pred[i] for i in sel], [speakers[i] for i in sel]
+    m = metrics(t, pr, labels)
+    return {**{k: m[k] for k in ("n", "uar", "accuracy")}, **per_corpus(t, pr, sp, labels)}
 
 
 def per_corpus(y_true: Sequence[int], y_pred: Sequence[int], speakers: Sequence[str], labels: Sequence[str]) -> dict:
