@@ -145,6 +145,8 @@ def test_an_ensemble_averages_its_members_and_converts_to_int8(tmp_path: Path) -
     assert np.abs(each[0] - each[1]).max() > 1e-4  # different seeds, different members
     ensemble = average_of(members)
     np.testing.assert_allclose(ensemble.predict(x, verbose=0), each.mean(axis=0), atol=1e-6)
+    # one member is that member as trained: how a run trained with --no-test is scored on the test speakers later
+    np.testing.assert_allclose(average_of(members[:1]).predict(x, verbose=0), each[0], atol=1e-6)
     path = tmp_path / "ens_int8.tflite"
     convert(ensemble, x, path, tmp_path / "ens_float32.tflite")
     info = ModelInfo("ens", "0", LABELS, FEATURES.to_dict(), WINDOW, NORMALISATION, {"hop_frames": 25})

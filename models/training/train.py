@@ -214,7 +214,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         type=Path,
         metavar="RUN",
-        help="instead of training, ship the mean of these runs' model.keras (same recipe and split, other seeds)",
+        help="instead of training, ship the mean of these runs' model.keras (same recipe and split, other seeds); "
+        "one RUN ships that run's network as trained, e.g. to score the test speakers once on a run trained with "
+        "--no-test after it was chosen",
     )
     p.add_argument(
         "--kd-windows",
@@ -720,7 +722,8 @@ def ensemble_model(runs: Sequence[Path], val: tuple[FeatureSet, list[Clip]] | No
 
     members = load_runs(runs, "--ensemble")
     model = average_of(members)
-    chosen: dict[str, Any] = {"how": "mean of the members' probabilities", "members": [str(r) for r in runs]}
+    how = "mean of the members' probabilities" if len(members) > 1 else "one trained run's network, not trained again"
+    chosen: dict[str, Any] = {"how": how, "members": [str(r) for r in runs]}
     if val is not None:
         chosen["member_val_objective"] = [round(_val_objective(m, val)[0], 4) for m in members]
         chosen["val_objective"] = _val_objective(model, val)[0]
