@@ -145,6 +145,23 @@ def deployable(model):
     return model
 
 
+def bag_model(window_model, bag_windows: int):
+    """A training-only view that scores ``bag_windows`` windows of one utterance and averages their probabilities.
+
+    Why: the daemon judges an utterance by the mean of its windows'
+    probabilities (the smoother's summary), while window-by-window training asks
+    every window, silent-ish ones included, to carry the clip's label alone. A
+    loss on the mean lets a window the label does not fit count for less. The
+    layers are ``window_model``'s own, so what is validated and converted stays
+    the window network.
+    """
+    import keras
+
+    inp = keras.Input(shape=(bag_windows, *tuple(window_model.input.shape[1:])), name="bag")
+    probs = keras.layers.TimeDistributed(window_model, name="windows")(inp)
+    return keras.Model(inp, keras.layers.GlobalAveragePooling1D(name="probs")(probs), name="emotiond_bag")
+
+
 def average_of(members: Sequence):
     """One network that averages the class probabilities of ``members`` (same input, same labels).
 

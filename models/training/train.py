@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import random
@@ -138,6 +139,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="VTLP on the mel axis: each window, each epoch, warped by alpha ~ U(1-W, 1+W); 0 turns it off",
+    )
+    p.add_argument(
+        "--bag-windows",
+        type=int,
+        default=0,
+        metavar="K",
+        help="train on utterances: each example is K consecutive windows of one VAD utterance (shorter ones "
+        "repeated), scored by the mean of their probabilities as the smoother summarises an utterance; "
+        "0: window by window (2.3.0)",
     )
     p.add_argument("--corpus-power", type=float, default=0.5, help="corpus weight = size ** power (0.5 sqrt, 0 equal)")
     p.add_argument(
@@ -381,7 +391,7 @@ def mixup(
     lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
     lam = np.maximum(lam, 1 - lam)  # the first window stays dominant
     perm = rng.permutation(len(x))
-    xl = lam[:, None, None]
+    xl = lam.reshape((-1,) + (1,) * (x.ndim - 1))  # windows (B, T, F) or bags (B, K, T, F)
     return (
         xl * x + (1 - xl) * x[perm],
         lam[:, None] * y + (1 - lam[:, None]) * y[perm],
@@ -474,7 +484,7 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
     """The network ``args`` describe, compiled with its schedule and losses; and its deployable view."""
     import keras
 
-    from .model import build_model, deployable, set_nll
+    from .model import bag_model, build_model, deployable, set_nll
 
     x = inputs.x
     model = build_model(
@@ -491,6 +501,8 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
         level_sets=inputs.y_level_set is not None,
     )
     probs_model = deployable(model)  # shares the layers: what is validated, saved and converted
+    if args.bag_windows > 0:
+        model = bag_model(probs_model, args.bag_windows)
     heads = inputs.extra_heads()
     sched = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(1, epochs * steps), alpha=0.02)
     cce = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
@@ -579,6 +591,35 @@ def whisper_window_targets(args: argparse.Namespace, d: _Data, inputs: Inputs, l
     return info
 
 
+def utterance_windows(inputs: Inputs) -> list[np.ndarray]:
+    """Indices (into ``inputs.x``) of every training utterance's windows, in time order, one array per utterance."""
+    groups: list[np.ndarray] = []
+    start = 0
+    for fs, _ in inputs.sets:
+        order = np.argsort(fs.seg, kind="stable")
+        bounds = np.searchsorted(fs.seg[order], np.arange(len(fs.seg_n) + 1))
+        groups += [start + order[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+        start += len(fs.x)
+    return groups
+
+
+def draw_bags(groups: Sequence[np.ndarray], k: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, k)`` window indices: K consecutive windows of one utterance per row.
+
+    An utterance of up to K windows is one bag, its windows repeated in order
+    to fill K; a longer one gives ceil(n / K) bags at random offsets, so every
+    epoch sees about as many windows as window-by-window training.
+    """
+    bags = []
+    for g in groups:
+        if len(g) <= k:
+            bags.append(np.resize(g, k))
+            continue
+        for start in rng.integers(0, len(g) - k + 1, size=int(np.ceil(len(g) / k))):
+            bags.append(g[start : start + k])
+    return np.stack(bags)
+
+
 def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator, steps: int, stride: int, teacher=None):
     """Keras's view of the training windows: a fresh subset, augmentation and masks every epoch.
 
@@ -605,12 +646,17 @@ def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator,
         def on_epoch_end(self):
             perm = rng.permutation(len(x))
             self.order = perm[: int(np.ceil(len(x) / stride))]
+            if bag:
+                drawn = draw_bags(groups, bag, rng)
+                self.bags = drawn[np.resize(rng.permutation(len(drawn)), steps * per_step)]
             inputs.refresh(rng)
 
         def __len__(self):
             return steps
 
         def __getitem__(self, i):
+            if bag:
+                return self._bag_batch(i)
             idx = self.order[i * args.batch_size : (i + 1) * args.batch_size]
             xb = spec_mask(voice_warp(inputs.batch(idx), rng, args.voice_warp, model_features(args)), rng)
             yb = self.y[idx]
@@ -624,6 +670,21 @@ def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator,
                 xb, yb, wb = mixup(xb, yb, wb, args.mixup, rng)
             return xb, yb, wb
 
+        def _bag_batch(self, i):
+            # the same windows per step as window-by-window training: batch-size // K bags of K windows
+            rows = self.bags[i * per_step : (i + 1) * per_step]
+            flat = rows.reshape(-1)
+            xb = spec_mask(voice_warp(inputs.batch(flat), rng, args.voice_warp, model_features(args)), rng)
+            xb = xb.reshape(len(rows), bag, *xb.shape[1:])
+            yb = self.y[rows].mean(axis=1)
+            wb = inputs.w[rows[:, 0]]
+            if args.mixup > 0:
+                xb, yb, wb = mixup(xb, yb, wb, args.mixup, rng)
+            return xb, yb, wb
+
+    bag = args.bag_windows
+    per_step = max(1, args.batch_size // bag) if bag else 0
+    groups = utterance_windows(inputs) if bag else []
     return Batches()
 
 
@@ -1166,6 +1227,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         _fail("--kd-windows cannot be combined with --teacher or --ensemble", exitcodes.USAGE)
     if args.whisper_windows and (args.teacher != "none" or args.ensemble or args.kd_windows):
         _fail("--whisper-windows cannot be combined with --teacher, --ensemble or --kd-windows", exitcodes.USAGE)
+    if args.bag_windows < 0 or (args.bag_windows and (args.aux_levels or args.level_sets or args.kd_embed
+                                                      or args.adversary or args.ensemble)):
+        _fail(
+            f"--bag-windows {args.bag_windows}: must be >= 0, and cannot be combined with --aux-levels, --level-sets, "
+            "--kd-embed, --adversary or --ensemble",
+            exitcodes.USAGE,
+        )
     if args.mixup > 0 and (args.aux_levels or args.level_sets or args.kd_embed or args.adversary):
         # mixup blends the 7-class targets only; the extra heads' targets would stay unblended
         _fail(
