@@ -340,6 +340,25 @@ def test_window_weights_balance_classes_and_scale_corpora(power: float) -> None:
     assert ratio == pytest.approx((40 / 10) ** power)
 
 
+def test_window_weights_can_measure_a_corpus_by_its_speakers() -> None:
+    from emotiond.models.training.data import Clip
+    from emotiond.models.training.train import window_weights
+
+    from .fixtures_windows import window_set
+
+    # "many": 4 speakers with 2 clips each; "few": 1 speaker with 32 clips; one class each
+    clips = [Clip("many", f"m{i}", Path("x"), "sad", "sad", f"many:{i % 4}", "f", 1.0) for i in range(8)]
+    clips += [Clip("few", f"f{i}", Path("x"), "sad", "sad", "few:a", "f", 1.0) for i in range(32)]
+    fs = window_set(clips, 1)
+    total = {}
+    for size, power in (("clips", 0.5), ("speakers", 0.5), ("speakers", 1.0)):
+        w = window_weights(fs, clips, power, size)
+        total[(size, power)] = w[:8].sum() / w[8:].sum()
+    assert total[("clips", 0.5)] == pytest.approx((8 / 32) ** 0.5)
+    assert total[("speakers", 0.5)] == pytest.approx(4**0.5)
+    assert total[("speakers", 1.0)] == pytest.approx(4.0)
+
+
 def test_compare_table_uses_chosen_and_last_epochs(tmp_path: Path) -> None:
     import json
 

@@ -149,6 +149,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "repeated), scored by the mean of their probabilities as the smoother summarises an utterance; "
         "0: window by window (2.3.0)",
     )
+    p.add_argument(
+        "--corpus-size",
+        choices=("clips", "speakers"),
+        default="clips",
+        help="what --corpus-power raises: a corpus's windows (2.3.0) or its training speakers",
+    )
     p.add_argument("--corpus-power", type=float, default=0.5, help="corpus weight = size ** power (0.5 sqrt, 0 equal)")
     p.add_argument(
         "--aug-copies", type=int, default=2, help="augmented copies of each training clip (2.3.0: 2; 2.2.0: 1)"
@@ -326,11 +332,16 @@ def window_labels(fs: FeatureSet, clips: Sequence[Clip]) -> np.ndarray:
     return np.array([index[clips[i].label] for i in fs.clip], dtype=np.int64)
 
 
-def window_weights(fs: FeatureSet, clips: Sequence[Clip], corpus_power: float = 0.5) -> np.ndarray:
+def window_weights(
+    fs: FeatureSet, clips: Sequence[Clip], corpus_power: float = 0.5, corpus_size: str = "clips"
+) -> np.ndarray:
     """Balance classes within each corpus; corpus ``c`` weighs ``size(c) ** corpus_power`` in all.
 
     0.5 (sqrt) lets big corpora count more without drowning the small ones;
-    0 gives every corpus the same total weight.
+    0 gives every corpus the same total weight. ``corpus_size`` "speakers"
+    measures a corpus by its voices instead of its windows: what a new
+    household needs is speaker variety, which TESS's 2 voices and 2,800
+    clips do not give.
     """
     keys = [(clips[i].corpus, clips[i].label) for i in fs.clip]
     count: dict[tuple[str, str], int] = {}
@@ -340,7 +351,10 @@ def window_weights(fs: FeatureSet, clips: Sequence[Clip], corpus_power: float = 
     for (corpus, _), n in count.items():
         corpus_n[corpus] = corpus_n.get(corpus, 0) + n
     n_cls = {c: len([1 for k in count if k[0] == c]) for c in corpus_n}
-    w = np.array([corpus_n[c] ** corpus_power / (n_cls[c] * count[(c, lab)]) for c, lab in keys], dtype=np.float32)
+    size = dict(corpus_n)
+    if corpus_size == "speakers":
+        size = {c: len({clips[i].speaker for i in set(fs.clip.tolist()) if clips[i].corpus == c}) for c in corpus_n}
+    w = np.array([size[c] ** corpus_power / (n_cls[c] * count[(c, lab)]) for c, lab in keys], dtype=np.float32)
     return w / w.mean()
 
 
@@ -847,11 +861,12 @@ def build_inputs(
     n_cat = sum(len(fs.x) for fs, _ in sets)
     n_lev = sum(len(fs.x) for fs, _ in level_sets)
     every = list(sets) + list(level_sets)
+    emotion_w = [window_weights(fs, clips, args.corpus_power, args.corpus_size) for fs, clips in sets]
     y = np.concatenate(
         [targets(fs, clips, soft, args.kd_weight) for fs, clips in sets] + [np.zeros((n_lev, len(LABELS)), np.float32)]
     )
     w = np.concatenate(
-        [window_weights(fs, clips, args.corpus_power) for fs, clips in sets] + [np.zeros(n_lev, np.float32)]
+        [*emotion_w, np.zeros(n_lev, np.float32)]
     )
     inputs = Inputs(
         sets=every,
@@ -883,7 +898,7 @@ def build_inputs(
             [clip_embed[fs.clip] for fs, _ in sets] + [np.zeros((n_lev, clip_embed.shape[1]), np.float32)]
         )
         inputs.w_embed = np.concatenate(
-            [window_weights(fs, clips, args.corpus_power) for fs, clips in sets] + [np.zeros(n_lev, np.float32)]
+            [*emotion_w, np.zeros(n_lev, np.float32)]
         )
     if args.adversary > 0:
         inputs.y_domain, inputs.w_domain = domain_targets(sets, n_lev, args.adversary_target)
