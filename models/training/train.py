@@ -353,7 +353,10 @@ def window_weights(
     n_cls = {c: len([1 for k in count if k[0] == c]) for c in corpus_n}
     size = dict(corpus_n)
     if corpus_size == "speakers":
-        size = {c: len({clips[i].speaker for i in set(fs.clip.tolist()) if clips[i].corpus == c}) for c in corpus_n}
+        voices: dict[str, set[str]] = {}
+        for i in np.unique(fs.clip):
+            voices.setdefault(clips[i].corpus, set()).add(clips[i].speaker)
+        size = {c: len(v) for c, v in voices.items()}
     w = np.array([size[c] ** corpus_power / (n_cls[c] * count[(c, lab)]) for c, lab in keys], dtype=np.float32)
     return w / w.mean()
 
@@ -865,9 +868,7 @@ def build_inputs(
     y = np.concatenate(
         [targets(fs, clips, soft, args.kd_weight) for fs, clips in sets] + [np.zeros((n_lev, len(LABELS)), np.float32)]
     )
-    w = np.concatenate(
-        [*emotion_w, np.zeros(n_lev, np.float32)]
-    )
+    w = np.concatenate([*emotion_w, np.zeros(n_lev, np.float32)])
     inputs = Inputs(
         sets=every,
         x=np.concatenate([fs.x for fs, _ in every]),
@@ -897,9 +898,7 @@ def build_inputs(
         inputs.y_embed = np.concatenate(
             [clip_embed[fs.clip] for fs, _ in sets] + [np.zeros((n_lev, clip_embed.shape[1]), np.float32)]
         )
-        inputs.w_embed = np.concatenate(
-            [*emotion_w, np.zeros(n_lev, np.float32)]
-        )
+        inputs.w_embed = np.concatenate([*emotion_w, np.zeros(n_lev, np.float32)])
     if args.adversary > 0:
         inputs.y_domain, inputs.w_domain = domain_targets(sets, n_lev, args.adversary_target)
     return inputs
