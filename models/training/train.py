@@ -413,7 +413,7 @@ def mixup(
     alpha: float,
     rng: np.random.Generator,
     heads: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-):
+) -> tuple[Any, ...]:
     """Blend each window with another of the batch (one Beta(alpha, alpha) weight per pair).
 
     Acted corpora give the network a few speakers to memorise; blending windows
