@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.fixtures_process import ctrl_c_reaches_the_child
 from tests.test_cli import emotiond, events
 
 SR = 16_000
@@ -114,7 +115,8 @@ def test_monitor_plain_without_a_broker_says_why(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here
     proc = subprocess.Popen([sys.executable, "-m", "emotiond", "monitor", "--plain", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_reaches_the_child)
     try:
         line = proc.stderr.readline().decode()
     finally:

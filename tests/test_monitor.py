@@ -16,6 +16,7 @@ from emotiond.daemon.monitor import MonitorState, connect, parse_args, render
 from rich.console import Console
 
 from tests.fixtures_broker import EventMaker, wait_until
+from tests.fixtures_process import ctrl_c_reaches_the_child
 
 
 def _text(state: MonitorState) -> str:
@@ -83,6 +84,7 @@ def test_cli_plain_mode_exits_zero_on_ctrl_c(broker, subscriber):
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=ctrl_c_reaches_the_child,
     )
     watchdog = threading.Timer(40, proc.kill)  # readline() must never hang the suite (generous: CI may be loaded)
     watchdog.start()
